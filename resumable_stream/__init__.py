@@ -13,6 +13,10 @@ S2-compatible server).
 
 import logging
 
+from .engine import ResumableStream as ResumableStream
+from .engine import ResumableStreamContext as ResumableStreamContext
+from .engine import StreamState as StreamState
+from .engine import StreamStatus as StreamStatus
 from .exceptions import AppendConditionFailed as AppendConditionFailed
 from .exceptions import BadRequest as BadRequest
 from .exceptions import ConfigurationError as ConfigurationError
