@@ -178,7 +178,8 @@ class _Producer:
         self.cond = threading.Condition()
         self.pending: deque[tuple[int, Record, float]] = deque()  # (sequence number, record, queued at)
         self.next_seq = next_seq
-        self.last_append = time.monotonic()  # end of the last successful append
+        # End of the last successful append: the claim, backdated by the linger so the first chunk goes out at once.
+        self.last_append = time.monotonic() - ctx.linger
         self.buffers: list[_LiveBuffer] = []
         self.finishing: StreamState | None = None  # the outcome being recorded
         self.terminal_seq: int | None = None

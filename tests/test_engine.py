@@ -1,0 +1,556 @@
+"""The engine, on both logs: create, resume, stop, outcomes, cursors, bounded memory.
+
+Multi-process behaviour (concurrent creators, SIGKILLed producers, stop from
+another process) is in test_processes.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from resumable_stream import (
+    MemoryLog,
+    Record,
+    ResumableStreamContext,
+    ResumableStreamError,
+    StreamAbandoned,
+    StreamFailed,
+    StreamState,
+)
+from resumable_stream.log import MAX_BATCH_BYTES, Log
+
+
+@pytest.fixture
+def ctx(log: Log) -> Iterator[ResumableStreamContext]:
+    context = ResumableStreamContext(log, abandon_after=3, stop_timeout=5)
+    yield context
+    context.close(timeout=5)
+
+
+def tokens(n: int, delay: float = 0.0, prefix: str = "tok") -> Callable[[], Iterator[str]]:
+    def make() -> Iterator[str]:
+        for i in range(n):
+            if delay:
+                time.sleep(delay)
+            yield f"{prefix}{i} "
+
+    return make
+
+
+def text(n: int, prefix: str = "tok") -> str:
+    return "".join(f"{prefix}{i} " for i in range(n))
+
+
+def test_creator_and_resumer_see_the_same_chunks_and_cursors(ctx: ResumableStreamContext, stream_name: str) -> None:
+    live = ctx.create_new_resumable_stream(stream_name, tokens(20, 0.01))
+    assert live is not None
+    resumed = ctx.resume_existing_stream(stream_name)
+    assert resumed is not None
+    live_events = list(live.events())
+    resumed_events = list(resumed.events())
+    assert [chunk for _, chunk in live_events] == [f"tok{i} " for i in range(20)]
+    assert resumed_events == live_events  # byte-identical, same cursors
+    assert live.status == resumed.status
+    assert live.status is not None and live.status.state is StreamState.COMPLETED
+    assert ctx.stream_status(stream_name) == live.status
+
+
+def test_resume_after_every_cursor_delivers_exactly_the_rest(ctx: ResumableStreamContext, stream_name: str) -> None:
+    live = ctx.create_new_resumable_stream(stream_name, tokens(12))
+    assert live is not None
+    events = list(live.events())
+    for index, (cursor, _) in enumerate(events):
+        reader = ctx.resume_existing_stream(stream_name, after=cursor)
+        expected = [chunk for _, chunk in events[index + 1 :]]
+        if not expected:
+            # Nothing but the end is left: the reader still sees the terminal record once.
+            assert reader is not None
+        assert reader is not None
+        assert list(reader) == expected
+    assert live.status is not None
+    end_cursor = str(live.status.tail - 1)
+    assert ctx.resume_existing_stream(stream_name, after=end_cursor) is None
+    assert ctx.resume_existing_stream(stream_name, after=int(end_cursor) + 5) is None
+
+
+def test_a_reader_joining_mid_stream_replays_then_follows(ctx: ResumableStreamContext, stream_name: str) -> None:
+    gate = threading.Event()
+
+    def make() -> Iterator[str]:
+        yield "before "
+        gate.wait(10)
+        yield "after"
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    assert next(live) == "before "
+    reader = ctx.resume_existing_stream(stream_name)
+    assert reader is not None
+    assert next(reader) == "before "
+    gate.set()
+    assert list(reader) == ["after"]
+    assert list(live) == ["after"]
+
+
+def test_finished_streams_are_not_recreated_or_resumed_without_a_cursor(
+    ctx: ResumableStreamContext, stream_name: str
+) -> None:
+    calls = []
+    live = ctx.create_new_resumable_stream(stream_name, tokens(3))
+    assert live is not None
+    assert "".join(live) == text(3)
+
+    def again() -> Iterator[str]:
+        calls.append(1)
+        yield "never"
+
+    assert ctx.create_new_resumable_stream(stream_name, again) is None
+    assert ctx.resumable_stream(stream_name, again) is None
+    assert ctx.resume_existing_stream(stream_name) is None
+    assert calls == []
+    assert ctx.has_existing_stream(stream_name) == "DONE"
+
+
+def test_unknown_streams(ctx: ResumableStreamContext, stream_name: str) -> None:
+    assert ctx.resume_existing_stream(stream_name) is None
+    assert ctx.resume_existing_stream(stream_name, after="3") is None
+    assert ctx.has_existing_stream(stream_name) is None
+    status = ctx.stream_status(stream_name)
+    assert status.state is StreamState.MISSING and status.tail == 0 and not status.done
+
+
+def test_racing_creators_run_the_source_exactly_once(ctx: ResumableStreamContext, stream_name: str) -> None:
+    calls: list[int] = []
+    results: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def make() -> Iterator[str]:
+        calls.append(1)
+        yield from tokens(10, 0.01)()
+
+    def create() -> None:
+        barrier.wait(timeout=10)
+        stream = ctx.resumable_stream(stream_name, make)
+        assert stream is not None
+        results.append("".join(stream))
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert calls == [1]
+    assert results == [text(10)] * 6
+
+
+def test_has_existing_stream_while_running(ctx: ResumableStreamContext, stream_name: str) -> None:
+    gate = threading.Event()
+
+    def make() -> Iterator[str]:
+        yield "x"
+        gate.wait(10)
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    assert next(live) == "x"
+    assert ctx.has_existing_stream(stream_name) is True
+    assert ctx.stream_status(stream_name).state is StreamState.ACTIVE
+    gate.set()
+    assert list(live) == []
+    assert ctx.has_existing_stream(stream_name) == "DONE"
+
+
+def test_a_failing_source_fails_the_stream_for_everyone(ctx: ResumableStreamContext, stream_name: str) -> None:
+    class Boom(Exception):
+        pass
+
+    def make() -> Iterator[str]:
+        yield "partial "
+        raise Boom("the model went away")
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    got = []
+    with pytest.raises(Boom, match="the model went away"):
+        for chunk in live:
+            got.append(chunk)
+    assert got == ["partial "]
+    assert live.status is not None and live.status.state is StreamState.FAILED
+
+    reader = ctx.resume_existing_stream(stream_name, after="0")
+    assert reader is not None
+    got = []
+    with pytest.raises(StreamFailed) as info:
+        for chunk in reader:
+            got.append(chunk)
+    assert got == ["partial "]
+    assert info.value.message == "Boom: the model went away"
+    assert info.value.stream_id == stream_name
+    status = ctx.stream_status(stream_name)
+    assert status.state is StreamState.FAILED and status.error == "Boom: the model went away"
+    assert reader.status == status
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: iter(["ok", 42]), "yielded int"),
+        (lambda: iter(["text", b"bytes"]), "yielded bytes after str"),
+        (lambda: iter([b"bytes", "text"]), "yielded str after bytes"),
+        (lambda: 42, "make_stream must be an iterable"),
+        ("not a stream", "make_stream must be an iterable"),
+    ],
+)
+def test_bad_sources_fail_the_stream_with_a_clear_type_error(
+    ctx: ResumableStreamContext, stream_name: str, make: Any, message: str
+) -> None:
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    with pytest.raises(TypeError, match=message):
+        list(live)
+    status = ctx.stream_status(stream_name)
+    assert status.state is StreamState.FAILED
+    assert status.error is not None and status.error.startswith("TypeError") and message in status.error
+
+
+def test_bytes_sources_stay_bytes(ctx: ResumableStreamContext, stream_name: str) -> None:
+    chunks = [b"\x00\xff\xfe", bytearray(b"arr"), memoryview(b"view"), "é".encode()]
+    live = ctx.create_new_resumable_stream(stream_name, lambda: iter(chunks))
+    assert live is not None
+    assert list(live) == [b"\x00\xff\xfe", b"arr", b"view", "é".encode()]
+    reader = ctx.resume_existing_stream(stream_name, after="0")
+    assert reader is not None
+    assert list(reader) == [b"\x00\xff\xfe", b"arr", b"view", "é".encode()]
+
+
+def test_empty_chunks_are_skipped(ctx: ResumableStreamContext, stream_name: str) -> None:
+    live = ctx.create_new_resumable_stream(stream_name, lambda: iter(["", "a", "", "b", ""]))
+    assert live is not None
+    assert list(live) == ["a", "b"]
+    reader = ctx.resume_existing_stream(stream_name, after="0")
+    assert reader is not None
+    assert list(reader) == ["a", "b"]
+
+
+def test_chunks_over_the_record_limit_are_split_transparently(ctx: ResumableStreamContext, stream_name: str) -> None:
+    big_text = ("ab✓" * (MAX_BATCH_BYTES // 2))[: MAX_BATCH_BYTES]  # multi-byte characters across the cut
+    live = ctx.create_new_resumable_stream(stream_name, lambda: iter(["start ", big_text, " end"]))
+    assert live is not None
+    live_chunks = list(live)
+    assert "".join(live_chunks) == "start " + big_text + " end"
+    assert len(live_chunks) > 3
+    reader = ctx.resume_existing_stream(stream_name, after="0")
+    assert reader is not None
+    assert list(reader) == live_chunks
+
+    big_bytes = bytes(range(256)) * (MAX_BATCH_BYTES // 100)
+    other = stream_name + "-bytes"
+    live_b = ctx.create_new_resumable_stream(other, lambda: iter([big_bytes]))
+    assert live_b is not None
+    assert b"".join(live_b) == big_bytes
+    reader_b = ctx.resume_existing_stream(other, after="0")
+    assert reader_b is not None
+    assert b"".join(reader_b) == big_bytes
+
+
+def test_a_disconnected_creator_does_not_stop_the_source(ctx: ResumableStreamContext, stream_name: str) -> None:
+    finished = threading.Event()
+
+    def make() -> Iterator[str]:
+        yield from tokens(30, 0.01)()
+        finished.set()
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    assert next(live) == "tok0 "
+    live.close()  # the browser went away
+    assert finished.wait(20)
+    reader = ctx.resume_existing_stream(stream_name, after="0")
+    assert reader is not None
+    assert "".join(reader) == text(30)
+    assert reader.status is not None and reader.status.state is StreamState.COMPLETED
+
+
+def test_stop_ends_readers_persists_what_was_produced_and_closes_the_source(
+    log: Log, ctx: ResumableStreamContext, stream_name: str
+) -> None:
+    closed = threading.Event()
+    produced: list[str] = []
+
+    def make() -> Iterator[str]:
+        try:
+            for i in range(1000):
+                produced.append(f"{i} ")
+                yield f"{i} "
+                time.sleep(0.02)
+        finally:
+            closed.set()
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    reader = ctx.resume_existing_stream(stream_name)
+    assert reader is not None
+    assert next(live) == "0 "
+    time.sleep(0.2)
+    # Stop from another context on the same log, as another process would.
+    with ResumableStreamContext(log, stop_timeout=5) as other:
+        status = other.stop_stream(stream_name)
+    assert status.state is StreamState.STOPPED
+    assert closed.wait(10), "the source generator was not closed"
+    live_text = "0 " + "".join(live)
+    reader_text = "".join(reader)
+    assert live.status == reader.status == status
+    assert live_text == reader_text
+    # Everything yielded before the stop landed is kept; at most the one chunk in flight is dropped.
+    assert live_text.split() == [p.strip() for p in produced][: len(live_text.split())]
+    assert len(produced) - len(live_text.split()) <= 1
+    assert len(produced) < 1000
+    assert ctx.stream_status(stream_name) == status
+    assert ctx.create_new_resumable_stream(stream_name, tokens(1)) is None
+
+
+def test_stop_cancels_even_an_idle_source(ctx: ResumableStreamContext, stream_name: str) -> None:
+    release = threading.Event()
+    closed = threading.Event()
+
+    def make() -> Iterator[str]:
+        try:
+            yield "thinking "
+            release.wait(30)  # a long tool call
+            yield "never delivered"
+        finally:
+            closed.set()
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    assert next(live) == "thinking "
+    assert ctx.stop_stream(stream_name).state is StreamState.STOPPED
+    assert list(live) == []  # ends without waiting for the source
+    release.set()
+    assert closed.wait(10)
+    reader = ctx.resume_existing_stream(stream_name, after="0")
+    assert reader is not None
+    assert list(reader) == ["thinking "]
+
+
+def test_stop_before_create_wins_and_stop_after_finish_changes_nothing(
+    ctx: ResumableStreamContext, stream_name: str
+) -> None:
+    assert ctx.stop_stream(stream_name).state is StreamState.STOPPED
+    assert ctx.create_new_resumable_stream(stream_name, tokens(3)) is None
+    other = stream_name + "-done"
+    live = ctx.create_new_resumable_stream(other, tokens(3))
+    assert live is not None
+    list(live)
+    before = ctx.stream_status(other)
+    assert ctx.stop_stream(other) == before
+    assert before.state is StreamState.COMPLETED
+
+
+def test_stop_ends_a_stream_whose_producer_is_gone(log: Log, stream_name: str) -> None:
+    # A claim and some data, but no producer anywhere: the stop request goes unanswered.
+    log.append(stream_name, [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
+    log.append(stream_name, [Record(b"orphan")], fencing_token="session-dead", match_seq_num=1)
+    with ResumableStreamContext(log, stop_timeout=1) as ctx:
+        status = ctx.stop_stream(stream_name)
+        assert status.state is StreamState.STOPPED
+        reader = ctx.resume_existing_stream(stream_name, after="0")
+        assert reader is not None
+        assert list(reader) == ["orphan"]
+
+
+def test_readers_of_an_abandoned_stream_end_within_the_bound(log: Log, stream_name: str) -> None:
+    # The producer died after its claim and one chunk: nothing will ever be written again.
+    log.append(stream_name, [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
+    log.append(stream_name, [Record(b"partial")], fencing_token="session-dead", match_seq_num=1)
+    with ResumableStreamContext(log, abandon_after=1.5) as ctx:
+        reader = ctx.resume_existing_stream(stream_name)
+        assert reader is not None
+        started = time.monotonic()
+        got = []
+        with pytest.raises(StreamAbandoned):
+            for chunk in reader:
+                got.append(chunk)
+        assert got == ["partial"]
+        assert time.monotonic() - started < 15
+        status = ctx.stream_status(stream_name)
+        assert status.state is StreamState.ABANDONED
+        assert reader.status == status
+        # It is recorded: every later reader learns it at once.
+        late = ctx.resume_existing_stream(stream_name, after="1")
+        assert late is not None
+        with pytest.raises(StreamAbandoned):
+            list(late)
+        assert ctx.create_new_resumable_stream(stream_name, tokens(1)) is None
+
+
+def test_status_reports_a_silent_producer_as_abandoned(log: Log, stream_name: str) -> None:
+    log.append(stream_name, [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
+    with ResumableStreamContext(log, abandon_after=1) as ctx:
+        assert ctx.stream_status(stream_name).state is StreamState.ACTIVE
+        time.sleep(1.3)
+        assert ctx.stream_status(stream_name).state is StreamState.ABANDONED
+        assert ctx.has_existing_stream(stream_name) == "DONE"
+
+
+def test_an_idle_but_alive_producer_is_never_taken_for_dead(log: Log, stream_name: str) -> None:
+    def make() -> Iterator[str]:
+        yield "before the tool call "
+        time.sleep(3.5)  # more than abandon_after without a chunk
+        yield "after"
+
+    with ResumableStreamContext(log, abandon_after=1.2) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, make)
+        assert live is not None
+        reader = ctx.resume_existing_stream(stream_name)
+        assert reader is not None
+        assert "".join(reader) == "before the tool call after"
+        assert "".join(live) == "before the tool call after"
+        assert ctx.stream_status(stream_name).state is StreamState.COMPLETED
+        heartbeats = [r for r in log.read(stream_name, seq_num=0).records if r.headers == ((b"rs", b"heartbeat"),)]
+        assert heartbeats, "an idle producer writes heartbeats"
+
+
+def test_a_slow_creator_iterator_falls_back_to_the_log(log: Log, stream_name: str) -> None:
+    with ResumableStreamContext(log, live_buffer_bytes=200) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(500))
+        assert live is not None
+        assert next(live) == "tok0 "
+        deadline = time.monotonic() + 20
+        while ctx.stream_status(stream_name).state is StreamState.ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.05)  # the reader does not consume while the source runs to its end
+        events = list(live.events())
+        assert "tok0 " + "".join(chunk for _, chunk in events) == text(500)
+        assert [int(c) for c, _ in events] == sorted(int(c) for c, _ in events)
+        assert live.status is not None and live.status.state is StreamState.COMPLETED
+
+
+def test_cursors_are_validated(ctx: ResumableStreamContext, stream_name: str) -> None:
+    for bad in ("", "abc", "-1", "1.5", "1e3", " ", "١٢", True, 1.5):
+        with pytest.raises(ValueError, match="cursor"):
+            ctx.resume_existing_stream(stream_name, after=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "x" * 513, 42, "resumable-stream.control"])
+def test_bad_stream_ids_are_refused_before_any_request(bad: Any) -> None:
+    log = MemoryLog()
+    with ResumableStreamContext(log) as ctx:
+        for call in (
+            lambda: ctx.create_new_resumable_stream(bad, tokens(1)),
+            lambda: ctx.resume_existing_stream(bad),
+            lambda: ctx.stream_status(bad),
+            lambda: ctx.stop_stream(bad),
+            lambda: ctx.has_existing_stream(bad),
+        ):
+            with pytest.raises(ValueError):
+                call()
+    assert log.list_streams()[0] == []
+
+
+@pytest.mark.parametrize("stream_id", ["chat/42?x#y", "100% sure", "ünïcødé ✓ 日本"])
+def test_stream_ids_with_special_characters(ctx: ResumableStreamContext, stream_id: str) -> None:
+    live = ctx.create_new_resumable_stream(stream_id, tokens(3))
+    assert live is not None
+    assert "".join(live) == text(3)
+    reader = ctx.resume_existing_stream(stream_id, after="0")
+    assert reader is not None
+    assert "".join(reader) == text(3)
+
+
+def test_a_stream_with_foreign_records_is_refused(log: Log, stream_name: str) -> None:
+    log.append(stream_name, [Record(b"someone else's data")])
+    with ResumableStreamContext(log) as ctx, pytest.raises(ResumableStreamError, match="did not write"):
+        ctx.create_new_resumable_stream(stream_name, tokens(1))
+
+
+def test_close_lets_running_streams_finish(log: Log, stream_name: str) -> None:
+    ctx = ResumableStreamContext(log)
+    live = ctx.create_new_resumable_stream(stream_name, tokens(10, 0.05))
+    assert live is not None
+    ctx.close(timeout=10)
+    with ResumableStreamContext(log) as reader_ctx:
+        assert reader_ctx.stream_status(stream_name).state is StreamState.COMPLETED
+        reader = reader_ctx.resume_existing_stream(stream_name, after="0")
+        assert reader is not None
+        assert "".join(reader) == text(10)
+    with pytest.raises(ResumableStreamError, match="closed"):
+        ctx.create_new_resumable_stream(stream_name + "-2", tokens(1))
+
+
+def test_close_writes_out_what_was_produced_when_the_deadline_passes(log: Log, stream_name: str) -> None:
+    ctx = ResumableStreamContext(log)
+    live = ctx.create_new_resumable_stream(stream_name, tokens(1000, 0.05))
+    assert live is not None
+    first = [next(live) for _ in range(3)]
+    ctx.close(timeout=1.5)
+    with ResumableStreamContext(log) as reader_ctx:
+        assert reader_ctx.stream_status(stream_name).state is StreamState.ABANDONED
+        reader = reader_ctx.resume_existing_stream(stream_name, after="0")
+        assert reader is not None
+        persisted = []
+        with pytest.raises(StreamAbandoned):
+            for chunk in reader:
+                persisted.append(chunk)
+    # Everything the creator saw was written out, and nothing else.
+    rest = []
+    with pytest.raises(StreamAbandoned):
+        for chunk in live:
+            rest.append(chunk)
+    assert persisted == first + rest
+    assert len(persisted) < 1000
+
+
+def test_batching_coalesces_under_a_steady_flow(stream_name: str) -> None:
+    appends: list[int] = []
+
+    class CountingLog(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name:
+                appends.append(len(records))
+            return super().append(stream, records, **kwargs)
+
+    log = CountingLog()
+    with ResumableStreamContext(log, linger=0.2, batch_size=1000) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(40, 0.01))
+        assert live is not None
+        assert "".join(live) == text(40)
+    assert appends[0] == 1  # the claim
+    assert appends[1] == 1  # the first chunk goes out at once
+    assert len(appends) < 20  # the rest coalesced
+    assert sum(appends) >= 42
+
+
+def test_batch_size_caps_a_batch(stream_name: str) -> None:
+    appends: list[int] = []
+
+    class CountingLog(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name:
+                appends.append(len(records))
+            return super().append(stream, records, **kwargs)
+
+    with ResumableStreamContext(CountingLog(), linger=5, batch_size=7) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(50))
+        assert live is not None
+        assert "".join(live) == text(50)
+    assert max(appends) <= 7
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S2_BATCH_SIZE", "25")
+    monkeypatch.setenv("S2_LINGER_DURATION", "120")
+    ctx = ResumableStreamContext(MemoryLog())
+    assert (ctx.batch_size, ctx.linger) == (25, 0.12)
+    ctx = ResumableStreamContext(MemoryLog(), batch_size=3, linger=0)
+    assert (ctx.batch_size, ctx.linger) == (3, 0)
+    monkeypatch.setenv("S2_BATCH_SIZE", "lots")
+    with pytest.raises(ValueError, match="S2_BATCH_SIZE"):
+        ResumableStreamContext(MemoryLog())
+    monkeypatch.setenv("S2_BATCH_SIZE", "5000")
+    with pytest.raises(ValueError, match="S2_BATCH_SIZE"):
+        ResumableStreamContext(MemoryLog())
