@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
 from resumable_stream import MemoryLog, S2Client
 from resumable_stream.log import Log
-
-if TYPE_CHECKING:
-    from resumable_stream.testing import S2Server
-
+from resumable_stream.testing import S2Server
 
 from .support import BASIN, FAST_RETRY
 
 
 @pytest.fixture(scope="session")
 def s2_server() -> Iterator[S2Server]:
-    from resumable_stream.testing import S2Server
-
     with S2Server(basins=(BASIN,), heartbeat_interval=1.0) as server:
         yield server
 

@@ -21,6 +21,7 @@ from resumable_stream import (
     SeqNumMismatch,
 )
 from resumable_stream.log import MAX_BATCH_BYTES, Log
+from resumable_stream.testing import S2Server
 
 from .support import FAST_RETRY
 

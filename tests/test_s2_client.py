@@ -1,0 +1,359 @@
+"""S2Client against the local S2-compatible server over real HTTP: configuration, errors, retries, concurrency.
+
+Faults (error statuses, latency, dropped connections, commit-then-drop) are
+injected by the server, per operation and stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from resumable_stream import (
+    BadRequest,
+    ConfigurationError,
+    FencingTokenMismatch,
+    NotFound,
+    RateLimited,
+    Record,
+    RetryPolicy,
+    S2Client,
+    SeqNumMismatch,
+    Unavailable,
+)
+from resumable_stream.testing import S2Server
+
+from .support import BASIN, FAST_RETRY
+
+TOKEN = "secret-token-value-1234"
+S2_VARS = ("S2_ACCESS_TOKEN", "S2_BASIN", "S2_ACCOUNT_ENDPOINT", "S2_BASIN_ENDPOINT")
+GOOD = {"S2_ACCESS_TOKEN": TOKEN, "S2_BASIN": "my-basin-1"}
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in S2_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def client_for(server: S2Server, **kwargs: object) -> S2Client:
+    settings: dict[str, object] = {
+        "access_token": TOKEN,
+        "basin": BASIN,
+        "account_endpoint": server.url,
+        "basin_endpoint": server.url,
+        "retry": FAST_RETRY,
+    }
+    settings.update(kwargs)
+    return S2Client(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(s2_server: S2Server) -> Iterator[S2Client]:
+    s2_server.faults.clear()
+    with client_for(s2_server) as c:
+        yield c
+    s2_server.faults.clear()
+
+
+def bodies(client: S2Client, stream: str) -> list[bytes]:
+    return [r.body for r in client.read(stream, seq_num=0).records]
+
+
+# -- configuration ---------------------------------------------------------
+
+
+def test_configuration_from_the_environment(clean_env: pytest.MonkeyPatch, s2_server: S2Server) -> None:
+    for name, value in s2_server.env(BASIN).items():
+        clean_env.setenv(name, value)
+    with S2Client(retry=FAST_RETRY) as c:
+        assert c.basin == BASIN
+        assert c.direct_basin
+        assert c.basin_endpoint == s2_server.url + "/v1"
+        c.append("env-configured", [Record(b"hello")])
+        assert bodies(c, "env-configured")[-1] == b"hello"
+
+
+def test_cloud_defaults_and_basin_templates(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("S2_ACCESS_TOKEN", TOKEN)
+    clean_env.setenv("S2_BASIN", "my-basin-1")
+    c = S2Client()
+    assert c.account_endpoint == "https://a.s2.dev/v1"
+    assert c.basin_endpoint == "https://my-basin-1.b.s2.dev/v1"
+    assert not c.direct_basin
+    c.close()
+    c = S2Client(basin_endpoint="http://{basin}.localhost:8080", account_endpoint="localhost:8080/api/v1/")
+    assert c.basin_endpoint == "http://my-basin-1.localhost:8080/v1"
+    assert c.account_endpoint == "https://localhost:8080/api/v1"
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"S2_BASIN": "my-basin-1"}, "S2_ACCESS_TOKEN"),
+        ({"S2_ACCESS_TOKEN": TOKEN}, "S2_BASIN"),
+        ({"S2_ACCESS_TOKEN": TOKEN, "S2_BASIN": "Bad_Basin"}, "S2_BASIN"),
+        ({"S2_ACCESS_TOKEN": TOKEN, "S2_BASIN": "short"}, "S2_BASIN"),
+        ({"S2_ACCESS_TOKEN": TOKEN, "S2_BASIN": "-my-basin"}, "S2_BASIN"),
+        ({**GOOD, "S2_ACCOUNT_ENDPOINT": "ftp://x"}, "S2_ACCOUNT_ENDPOINT"),
+        ({**GOOD, "S2_BASIN_ENDPOINT": "http://"}, "S2_BASIN_ENDPOINT"),
+        ({**GOOD, "S2_BASIN_ENDPOINT": "http://h:99999"}, "S2_BASIN_ENDPOINT"),
+        ({**GOOD, "S2_BASIN_ENDPOINT": "http://h/?q=1"}, "S2_BASIN_ENDPOINT"),
+    ],
+)
+def test_bad_configuration_names_the_variable(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], variable: str
+) -> None:
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ConfigurationError) as info:
+        S2Client()
+    assert info.value.variable == variable
+    assert variable in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+def test_the_token_never_shows(s2_server: S2Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    s2_server.faults.add("append", status=503, times=1)
+    s2_server.faults.add("read", status=404, code="stream_not_found", times=1)
+    with client_for(s2_server) as c:
+        assert TOKEN not in repr(c)
+        c.append("token-check", [Record(b"x")], match_seq_num=0)  # retried once, logged
+        with pytest.raises(NotFound) as info:
+            c.read("token-check", seq_num=0)
+        assert TOKEN not in str(info.value) and TOKEN not in repr(info.value)
+    assert "retrying" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+# -- errors ----------------------------------------------------------------
+
+
+def test_errors_map_to_the_exception_tree(client: S2Client, s2_server: S2Server) -> None:
+    s2_server.faults.add("read", status=422, code="invalid", message="nope", times=1)
+    with pytest.raises(BadRequest) as info:
+        client.read("errors", seq_num=0)
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert "nope" in str(info.value)
+    s2_server.faults.add("check_tail", status=403, code="permission_denied", times=1)
+    with pytest.raises(Exception) as denied:
+        client.check_tail("errors")
+    assert type(denied.value).__name__ == "PermissionDenied"
+
+
+def test_4xx_is_never_retried(client: S2Client, s2_server: S2Server) -> None:
+    # Two 404s are queued; if the first call retried, the second call would succeed.
+    s2_server.faults.add("check_tail", stream="no-retry", status=404, code="stream_not_found", times=2)
+    with pytest.raises(NotFound):
+        client.check_tail("no-retry")
+    with pytest.raises(NotFound):
+        client.check_tail("no-retry")
+    assert client.check_tail("no-retry").seq_num == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(408, "request_timeout"), (429, "rate_limited"), (500, "storage"), (502, "hot_server"), (503, "unavailable"),
+     (504, "upstream_timeout"), (409, "transaction_conflict")],
+)
+def test_retryable_statuses_are_retried(client: S2Client, s2_server: S2Server, status: int, code: str) -> None:
+    stream = f"retry-me-{status}"
+    s2_server.faults.add("read", stream=stream, status=status, code=code, times=2)
+    s2_server.faults.add("append", stream=stream, status=status, code=code, times=2)
+    client.append(stream, [Record(b"x")], match_seq_num=0)
+    assert bodies(client, stream) == [b"x"]
+
+
+def test_retries_give_up_with_the_last_error(client: S2Client, s2_server: S2Server) -> None:
+    s2_server.faults.add("check_tail", stream="down", status=503, code="unavailable")
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as info:
+        client.check_tail("down")
+    assert info.value.status == 503
+    assert time.monotonic() - started < 10
+    s2_server.faults.add("check_tail", stream="limited", status=429, code="rate_limited")
+    with pytest.raises(RateLimited):
+        client.check_tail("limited")
+
+
+def test_retry_after_ms_is_honoured(client: S2Client, s2_server: S2Server) -> None:
+    s2_server.faults.add("check_tail", stream="slow-down", status=429, code="rate_limited", retry_after_ms=700, times=1)
+    started = time.monotonic()
+    client.check_tail("slow-down")
+    assert time.monotonic() - started >= 0.7
+
+
+def test_retry_policy_is_configurable(s2_server: S2Server) -> None:
+    s2_server.faults.add("check_tail", stream="once", status=503, times=1)
+    with client_for(s2_server, retry=RetryPolicy(max_attempts=1)) as c, pytest.raises(Unavailable):
+        c.check_tail("once")
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    url = f"http://127.0.0.1:{port}"
+    with S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=url, basin_endpoint=url, retry=FAST_RETRY) as c:
+        with pytest.raises(Unavailable, match="ConnectionError"):
+            c.check_tail("x")
+        with pytest.raises(Unavailable):
+            c.append("x", [Record(b"x")])  # refused before sending: safe to retry, still down
+
+
+def test_read_timeouts_are_retried(s2_server: S2Server) -> None:
+    with client_for(s2_server, request_timeout=0.3) as c:
+        c.append("timeouts", [Record(b"x")])
+        s2_server.faults.add("read", stream="timeouts", latency=1.0, times=1)
+        assert bodies(c, "timeouts") == [b"x"]
+
+
+# -- appends are never duplicated ------------------------------------------
+
+
+def test_a_lost_answer_does_not_duplicate_a_conditional_append(client: S2Client, s2_server: S2Server) -> None:
+    client.append("dedup", [Record(b"first")])
+    s2_server.faults.add("append", stream="dedup", drop_after_commit=True, times=1)
+    ack = client.append("dedup", [Record(b"second"), Record(b"third")], match_seq_num=1)
+    assert (ack.start.seq_num, ack.end.seq_num) == (1, 3)
+    assert bodies(client, "dedup") == [b"first", b"second", b"third"]
+
+
+def test_a_dropped_request_is_sent_again(client: S2Client, s2_server: S2Server) -> None:
+    s2_server.faults.add("append", stream="dropped", drop=True, times=1)
+    ack = client.append("dropped", [Record(b"once")], match_seq_num=0, fencing_token="")
+    assert ack.start.seq_num == 0
+    assert bodies(client, "dropped") == [b"once"]
+
+
+def test_a_slow_append_that_lands_after_the_timeout_is_not_duplicated(s2_server: S2Server) -> None:
+    # The first attempt times out but is committed later, racing the retry.
+    s2_server.faults.add("append", stream="late", latency=0.8, times=1)
+    with client_for(s2_server, request_timeout=0.3) as c:
+        ack = c.append("late", [Record(b"only once")], match_seq_num=0)
+        assert ack.start.seq_num == 0
+        time.sleep(1.0)
+        assert bodies(c, "late") == [b"only once"]
+
+
+def test_an_unconditional_append_is_not_retried_when_its_outcome_is_unknown(
+    client: S2Client, s2_server: S2Server
+) -> None:
+    s2_server.faults.add("append", stream="ambiguous", drop_after_commit=True, times=1)
+    with pytest.raises(Unavailable):
+        client.append("ambiguous", [Record(b"maybe")])
+    assert bodies(client, "ambiguous") == [b"maybe"]  # landed once, not twice
+
+
+def test_someone_else_at_the_position_is_a_mismatch_not_a_success(client: S2Client, s2_server: S2Server) -> None:
+    client.append("contested", [Record(b"a")])
+    s2_server.faults.add("append", stream="contested", drop=True, times=1)
+    patient = client_for(s2_server, retry=RetryPolicy(max_attempts=3, initial_backoff=0.6, max_backoff=0.6))
+    # Our first attempt is lost; during the backoff, another writer takes position 1.
+    other = threading.Timer(0.2, lambda: client.append("contested", [Record(b"theirs")]))
+    other.start()
+    with patient, pytest.raises(SeqNumMismatch) as info:
+        patient.append("contested", [Record(b"ours")], match_seq_num=1)
+    other.join()
+    assert info.value.next_seq_num == 2
+    assert bodies(client, "contested") == [b"a", b"theirs"]
+
+
+def test_unsafe_failures_are_retried_when_nothing_was_written(client: S2Client, s2_server: S2Server) -> None:
+    s2_server.faults.add("append", stream="safe", status=429, code="rate_limited", times=1)
+    client.append("safe", [Record(b"x")])  # 429 guarantees no side effects: retried even without match_seq_num
+    assert bodies(client, "safe") == [b"x"]
+
+
+def test_fencing_errors_are_not_retried(client: S2Client) -> None:
+    client.append("fenced", [Record.fence("mine")])
+    with pytest.raises(FencingTokenMismatch) as info:
+        client.append("fenced", [Record(b"x")], fencing_token="yours")
+    assert info.value.current_token == "mine"
+
+
+# -- threads ----------------------------------------------------------------
+
+
+def test_one_client_shared_by_many_threads(client: S2Client) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(20):
+                client.append(f"shared-{n % 4}", [Record(f"{n}-{i}".encode())])
+            client.read(f"shared-{n % 4}", seq_num=0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sum(client.check_tail(f"shared-{k}").seq_num for k in range(4)) == 16 * 20
+
+
+def test_racing_conditional_fences_over_http_have_one_winner(client: S2Client) -> None:
+    winners: list[str] = []
+    barrier = threading.Barrier(10)
+
+    def claim(token: str) -> None:
+        barrier.wait(timeout=10)
+        try:
+            client.append("race", [Record.fence(token)], fencing_token="", match_seq_num=0)
+            winners.append(token)
+        except FencingTokenMismatch:
+            pass
+
+    threads = [threading.Thread(target=claim, args=(f"t{i}",)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(winners) == 1
+    assert client.read("race", seq_num=0).records[0].body == winners[0].encode()
+
+
+def test_close_cuts_a_backoff_short(s2_server: S2Server) -> None:
+    s2_server.faults.add("check_tail", stream="closing", status=503)
+    c = client_for(s2_server, retry=RetryPolicy(max_attempts=50, max_elapsed=60, initial_backoff=2, max_backoff=2))
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            c.check_tail("closing")
+        except Unavailable as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    started = time.monotonic()
+    worker.start()
+    time.sleep(0.3)
+    c.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 5
+    assert errors
+
+
+def test_ensure_basin_and_stream(s2_server: S2Server) -> None:
+    with client_for(s2_server, basin="fresh-basin-1") as c:
+        with pytest.raises(NotFound):
+            c.check_tail("s")
+        c.ensure_basin()
+        c.ensure_basin()
+        c.ensure_stream("s")
+        c.ensure_stream("s", {"timestamping": {"mode": "arrival"}})
+        assert c.check_tail("s").seq_num == 0
