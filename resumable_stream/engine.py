@@ -721,7 +721,9 @@ class ResumableStreamContext:
 
         Returns ``None`` when there is nothing for this reader: the stream
         does not exist, or it has finished and no cursor was given, or the
-        cursor is at its end. An invalid cursor raises :class:`ValueError`.
+        cursor is at its end. Cursors of chunks are positive, so ``after=0``
+        reads a stream from its first chunk even once it has finished. An
+        invalid cursor raises :class:`ValueError`.
         """
         self._check(stream_id)
         after_seq = parse_cursor(after)
