@@ -1390,7 +1390,7 @@ def _ready_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
     ("args", "basin", "stop_signal"),
     [
         (["--basin", "cli-basin-1", "--heartbeat", "0.5"], "cli-basin-1", signal.SIGTERM),
-        ([], "resumable-stream-dev", signal.SIGINT),
+        (["--verbose"], "resumable-stream-dev", signal.SIGINT),
     ],
 )
 def test_command_line_server(args: list[str], basin: str, stop_signal: signal.Signals) -> None:
@@ -1402,6 +1402,7 @@ def test_command_line_server(args: list[str], basin: str, stop_signal: signal.Si
             assert line.startswith("READY http://127.0.0.1:") and not line.endswith(":0"), line
             url = line.split(" ", 1)[1]
             with requests.Session() as s:
+                s.headers["Authorization"] = "Bearer secret-token-123"
                 assert s.get(url + "/health", timeout=TIMEOUT).text == "OK"
                 listed = s.get(url + "/v1/basins", timeout=TIMEOUT).json()
                 assert [b["name"] for b in listed["basins"]] == [basin]
@@ -1415,7 +1416,12 @@ def test_command_line_server(args: list[str], basin: str, stop_signal: signal.Si
             proc.send_signal(stop_signal)
             assert proc.wait(timeout=10) == 0
             assert proc.stdout is not None and proc.stderr is not None
-            assert proc.stdout.read() == "" and proc.stderr.read() == ""  # one line out, no request logs
+            assert proc.stdout.read() == ""  # one line, READY
+            log = proc.stderr.read()
+            if "--verbose" in args:
+                assert '"GET /health HTTP/1.1" 200' in log and "secret-token-123" not in log
+            else:
+                assert log == ""  # requests are logged at DEBUG only
         finally:
             proc.kill()
 

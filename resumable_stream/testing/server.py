@@ -316,8 +316,6 @@ class Faults:
             kept: list[Fault] = []
             for fault in self._faults:
                 matches = (fault.op is None or fault.op == op) and (fault.stream is None or fault.stream == stream)
-                if matches and fault.drop_after_commit and op != "append":
-                    matches = False
                 applies = matches and (not fault.terminal or chosen is None)
                 if applies:
                     latency += fault.latency
@@ -415,7 +413,7 @@ def _stream_info(info: StreamInfo) -> dict[str, Any]:
 
 
 def _resolved_stream_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A stream's configuration with every default filled in, as lite reports it."""
+    """A stream's configuration with every default filled in, where neither the stream nor its basin set one."""
     timestamping = config.get("timestamping") or {}
     delete_on_empty = config.get("delete_on_empty") or {}
     return {
@@ -657,11 +655,10 @@ def _basin_reconfigured(current: _BasinConfig, value: Any) -> _BasinConfig:
         on_read = bool(_opt_bool(obj["create_stream_on_read"], "create_stream_on_read"))
         config = dataclasses.replace(config, create_stream_on_read=on_read)
     if "default_stream_config" in obj:
-        changes = obj["default_stream_config"]
-        default = (
-            {} if changes is None
-            else _reconfigured(config.default_stream_config, _stream_reconfiguration(changes, "default_stream_config"))
-        )  # fmt: skip
+        default: dict[str, Any] = {}
+        if obj["default_stream_config"] is not None:
+            changes = _stream_reconfiguration(obj["default_stream_config"], "default_stream_config")
+            default = _reconfigured(config.default_stream_config, changes)
         config = dataclasses.replace(config, default_stream_config=default)
     return config
 
@@ -929,9 +926,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors (bad request line, unsupported method...) as a JSON error body."""
         self.close_connection = True
-        status_code = "not_implemented" if code == 501 else _DEFAULT_CODE.get(code, "other")
-        self._send(code, _dumps({"code": status_code, "message": message or explain or "bad request"}),
-                   "application/json", {"Connection": "close"})  # fmt: skip
+        body = {"code": _DEFAULT_CODE.get(code, "other"), "message": message or explain or "bad request"}
+        self._send(code, _dumps(body), "application/json", {"Connection": "close"})
 
     # -- plumbing ----------------------------------------------------------
 
@@ -987,8 +983,10 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 size = int(size_line.split(b";", 1)[0].strip(), 16)
             except ValueError:
+                size = -1
+            if size < 0:
                 self.close_connection = True
-                raise _error("bad_json", "malformed chunked request body") from None
+                raise _error("bad_json", "malformed chunked request body")
             if size == 0:
                 while self.rfile.readline(1024).strip():
                     pass  # trailer fields
@@ -1146,7 +1144,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _request_token(self) -> str | None:
         token = self.headers.get("s2-request-token")
-        if token is not None and len(token.encode("utf-8", "surrogateescape")) > _MAX_REQUEST_TOKEN_BYTES:
+        if token is not None and len(token.encode("latin-1", "replace")) > _MAX_REQUEST_TOKEN_BYTES:
             raise _error("bad_header", f"invalid header `s2-request-token`: over {_MAX_REQUEST_TOKEN_BYTES} bytes")
         return token
 
@@ -1373,7 +1371,8 @@ class S2Server:
     Thread-safe: requests are served on one thread per connection, and every
     method may be called from any thread. :attr:`faults` may be changed while
     requests are in flight. Use it as a context manager, or call
-    :meth:`start` and :meth:`stop`. A stopped server cannot be restarted.
+    :meth:`start` and :meth:`stop`. Stopping closes the basins' logs, so a
+    stopped server cannot be restarted.
 
     :param host: address to listen on.
     :param port: port to listen on; 0 picks a free one (see :attr:`url`).
@@ -1602,7 +1601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     if args.verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(format="%(asctime)s %(message)s")
+        logger.setLevel(logging.DEBUG)
     try:
         basins = tuple(args.basin or ["resumable-stream-dev"])
         server = S2Server(args.host, args.port, basins=basins, heartbeat_interval=args.heartbeat)
