@@ -67,7 +67,7 @@ from ..log import (
 )
 from ..memory import MemoryLog, StreamInfo
 
-__all__ = ["Fault", "Faults", "S2Server", "main"]
+__all__ = ["OPERATIONS", "Fault", "Faults", "S2Server", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,8 +275,9 @@ class Faults:
         handling or answering; ``drop_after_commit`` (``op="append"`` only)
         performs the append, then closes the connection without answering.
         ``times`` limits how many matching requests are affected (``None``:
-        until :meth:`clear`). Raises :class:`ValueError` for a fault that
-        makes no sense.
+        until :meth:`clear`). Requests that are not about one stream (basins,
+        stream listings) match only faults without a ``stream``. Raises
+        :class:`ValueError` for a fault that makes no sense.
         """
         fault = _make_fault(
             op=op,
