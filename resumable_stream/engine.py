@@ -53,6 +53,8 @@ Chunk = TypeVar("Chunk", str, bytes)
 
 # Largest data record body, leaving room for the record's metering overhead and headers.
 _MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 64
+# Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
+_MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
 _S2_SETTINGS = ("S2_ACCESS_TOKEN", "S2_BASIN", "S2_ACCOUNT_ENDPOINT", "S2_BASIN_ENDPOINT")
 
 
@@ -177,6 +179,7 @@ class _Producer:
         self.token = token
         self.cond = threading.Condition()
         self.pending: deque[tuple[int, Record, float]] = deque()  # (sequence number, record, queued at)
+        self.pending_bytes = 0
         self.next_seq = next_seq
         # End of the last successful append: the claim, backdated by the linger so the first chunk goes out at once.
         self.last_append = time.monotonic() - ctx.linger
@@ -239,6 +242,8 @@ class _Producer:
             raise TypeError(f"the stream's source yielded {now} after {first}; a stream carries one or the other")
         pieces = _split(chunk) if chunk else []
         with self.cond:
+            while self.pending_bytes > _MAX_PENDING_BYTES and self.finishing is None:
+                self.cond.wait()  # the log is slower than the source: let the writer catch up
             if self.finishing is not None:
                 return False
             now_t = time.monotonic()
@@ -253,6 +258,7 @@ class _Producer:
         seq = self.next_seq
         self.next_seq += 1
         self.pending.append((seq, record, now))
+        self.pending_bytes += record.metered_size
         return seq
 
     def _finish(self, state: StreamState, exc: BaseException | None = None) -> None:
@@ -316,13 +322,16 @@ class _Producer:
             return None
 
     def _take(self) -> list[tuple[int, Record, float]]:
-        batch = [self.pending.popleft()]
-        size = batch[0][1].metered_size
+        batch: list[tuple[int, Record, float]] = []
+        size = 0
         while self.pending and len(batch) < min(self.ctx.batch_size, MAX_BATCH_RECORDS):
-            size += self.pending[0][1].metered_size
-            if size > MAX_BATCH_BYTES:
+            record_size = self.pending[0][1].metered_size
+            if batch and size + record_size > MAX_BATCH_BYTES:
                 break
             batch.append(self.pending.popleft())
+            size += record_size
+        self.pending_bytes -= size
+        self.cond.notify_all()  # a source paused by backpressure may go on
         return batch
 
     def _append(self, batch: list[tuple[int, Record, float]]) -> None:
@@ -349,6 +358,7 @@ class _Producer:
         """Record the final outcome; call with :attr:`cond` held."""
         self.outcome = outcome
         self.pending.clear()
+        self.pending_bytes = 0
         if self.finishing is None:
             self.finishing = outcome.state
         self.cond.notify_all()

@@ -554,3 +554,31 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S2_BATCH_SIZE", "5000")
     with pytest.raises(ValueError, match="S2_BATCH_SIZE"):
         ResumableStreamContext(MemoryLog())
+
+
+def test_a_source_faster_than_the_log_is_paused(stream_name: str) -> None:
+    release = threading.Event()
+
+    class StalledLog(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name and kwargs.get("fencing_token") != "":
+                release.wait(30)  # the log is slow: nothing after the claim lands until released
+            return super().append(stream, records, **kwargs)
+
+    produced = []
+
+    def make() -> Iterator[str]:
+        for i in range(20_000):
+            produced.append(i)
+            yield f"{i:06}" + "x" * 994
+
+    with ResumableStreamContext(StalledLog(), live_buffer_bytes=64 * 1024) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, make)
+        assert live is not None
+        time.sleep(1.0)
+        paused_at = len(produced)
+        # At most a few MiB of 1 KB chunks wait for the log; the source waits too.
+        assert paused_at < 8_000
+        release.set()
+        assert sum(1 for _ in live) == 20_000
+    assert len(produced) == 20_000
