@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -50,9 +50,10 @@ from .log import (
     validate_stream_name,
 )
 
-__all__ = ["MemoryLog", "StreamInfo"]
+__all__ = ["MemoryLog", "StreamInfo", "merge_stream_config"]
 
 _TIMESTAMPING_MODES = ("client-prefer", "client-require", "arrival")
+_NESTED_CONFIG = ("timestamping", "delete_on_empty")
 
 
 def _now_ms() -> int:
@@ -144,7 +145,7 @@ class MemoryLog:
         return stream
 
     def _new_stream(self, name: str, config: dict[str, Any] | None) -> _Stream:
-        merged = {**self.default_stream_config, **{k: v for k, v in (config or {}).items() if v is not None}}
+        merged = merge_stream_config(self.default_stream_config, config or {})
         _check_stream_config(merged)
         info = StreamInfo(name, merged, datetime.now(timezone.utc))
         stream = self._streams[name] = _Stream(info, threading.Condition(self._lock))
@@ -160,11 +161,23 @@ class MemoryLog:
                 raise Unavailable("the log is closed", code="unavailable")
             return self._new_stream(name, config).info
 
-    def ensure_stream(self, stream: str) -> None:
-        """Create ``stream`` if it does not exist."""
+    def ensure_stream(self, stream: str, config: Mapping[str, Any] | None = None) -> None:
+        """Create ``stream`` if it does not exist.
+
+        With ``config`` (S2 ``StreamConfig`` JSON) the stream, new or not, gets
+        exactly that config on top of the defaults, as S2's ``PUT`` does.
+        """
         validate_stream_name(stream)
         with self._lock:
-            self._get(stream, create=True)
+            if self._closed:
+                raise Unavailable("the log is closed", code="unavailable")
+            existing = self._streams.get(stream)
+            if existing is None:
+                self._new_stream(stream, dict(config or {}))
+            elif config is not None:
+                merged = merge_stream_config(self.default_stream_config, config)
+                _check_stream_config(merged)
+                existing.info.config = merged
 
     def stream_info(self, name: str) -> StreamInfo:
         """The stream's info; :class:`NotFound` if it does not exist."""
@@ -172,15 +185,10 @@ class MemoryLog:
             return self._get(name, create=False).info
 
     def reconfigure_stream(self, name: str, changes: dict[str, Any]) -> StreamInfo:
-        """Apply a partial ``StreamConfig``: given fields change, ``None`` resets a field to its default."""
+        """Apply a ``StreamReconfiguration``; see :func:`merge_stream_config`."""
         with self._lock:
             stream = self._get(name, create=False)
-            config = dict(stream.info.config)
-            for key, value in changes.items():
-                if value is None:
-                    config.pop(key, None)
-                else:
-                    config[key] = value
+            config = merge_stream_config(stream.info.config, changes)
             _check_stream_config(config)
             stream.info.config = config
             return stream.info
@@ -225,7 +233,9 @@ class MemoryLog:
         if not records:
             raise _invalid("record batch must not be empty")
         if fencing_token is not None and len(fencing_token.encode()) > MAX_FENCING_TOKEN_BYTES:
-            raise _invalid(f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes in length")
+            raise BadRequest(
+                f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes", status=400, code="bad_json"
+            )
         batches = split_batches(records)
         first: AppendAck | None = None
         ack: AppendAck | None = None
@@ -355,7 +365,7 @@ class MemoryLog:
         until: int | None = None,
         wait: float | None = None,
         clamp: bool = False,
-    ) -> Iterator[ReadBatch | StreamPosition]:
+    ) -> Generator[ReadBatch | StreamPosition, None, None]:
         """A streaming read, as S2's SSE and S2S sessions serve it.
 
         Yields :class:`ReadBatch` objects (never empty, at most 1000 records
@@ -521,6 +531,30 @@ def _check_record(record: Record) -> None:
         return
     if any(name == b"" for name, _ in record.headers):
         raise _invalid("invalid header: empty name")
+
+
+def merge_stream_config(config: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (S2 ``StreamConfig`` JSON) with ``changes`` applied the way S2 applies a reconfiguration.
+
+    Given fields change and ``None`` resets a field to its default; the
+    nested ``timestamping`` and ``delete_on_empty`` objects change field by
+    field. A stream created with a config gets it this way on top of its
+    basin's default stream config.
+    """
+    out = dict(config)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif key in _NESTED_CONFIG:
+            nested = {**(out.get(key) or {}), **value}
+            nested = {name: setting for name, setting in nested.items() if setting is not None}
+            if nested:
+                out[key] = nested
+            else:
+                out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def _check_stream_config(config: dict[str, Any]) -> None:

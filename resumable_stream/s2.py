@@ -39,6 +39,7 @@ import os
 import random
 import re
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -361,28 +362,44 @@ class S2Client:
         return self._with_retries(attempt, f"check tail of {stream!r}", idempotent=True)
 
     def ensure_stream(self, stream: str, config: Mapping[str, Any] | None = None) -> None:
-        """Create ``stream`` if it does not exist (``PUT``; idempotent).
+        """Create ``stream`` if it does not exist.
 
-        ``config`` is an S2 ``StreamConfig``; when given, an existing stream
-        is reconfigured to it.
+        Without ``config`` an existing stream is left as it is. With
+        ``config`` (an S2 ``StreamConfig``) the stream, new or not, gets
+        exactly that configuration (S2's ``PUT``).
         """
         validate_stream_name(stream)
+        if config is None:
+            self._create(f"{self.basin_endpoint}/streams", {"stream": stream}, f"create stream {stream!r}")
+            return
         url = f"{self.basin_endpoint}/streams/{quote(stream, safe='')}"
-        body = dict(config) if config is not None else None
         self._with_retries(
-            lambda: self._send("PUT", url, json_body=body), f"ensure stream {stream!r}", idempotent=True
+            lambda: self._send("PUT", url, json_body=dict(config)), f"ensure stream {stream!r}", idempotent=True
         )
 
     def ensure_basin(self, config: Mapping[str, Any] | None = None) -> None:
-        """Create the basin if it does not exist (``PUT``; idempotent).
+        """Create the basin if it does not exist.
 
-        ``config`` is an S2 ``BasinConfig``, such as
-        ``{"create_stream_on_append": True, "create_stream_on_read": True}``;
-        when given, an existing basin is reconfigured to it.
+        Without ``config`` an existing basin is left as it is. With ``config``
+        (an S2 ``BasinConfig``, such as ``{"create_stream_on_append": True,
+        "create_stream_on_read": True}``) the basin, new or not, gets exactly
+        that configuration (S2's ``PUT``).
         """
+        if config is None:
+            self._create(f"{self.account_endpoint}/basins", {"basin": self.basin}, "create basin")
+            return
         url = f"{self.account_endpoint}/basins/{self.basin}"
-        body = {"config": dict(config)} if config is not None else None
+        body = {"config": dict(config)}
         self._with_retries(lambda: self._send("PUT", url, json_body=body), "ensure basin", idempotent=True)
+
+    def _create(self, url: str, body: Mapping[str, Any], what: str) -> None:
+        """POST a create; a resource that already exists is fine."""
+        headers = {"s2-request-token": uuid.uuid4().hex}  # a retried create replays instead of conflicting
+        try:
+            self._with_retries(lambda: self._send("POST", url, json_body=body, headers=headers), what, idempotent=True)
+        except Conflict as exc:
+            if exc.code != "resource_already_exists":
+                raise
 
     # -- appends that are never duplicated -------------------------------
 

@@ -357,3 +357,13 @@ def test_ensure_basin_and_stream(s2_server: S2Server) -> None:
         c.ensure_stream("s")
         c.ensure_stream("s", {"timestamping": {"mode": "arrival"}})
         assert c.check_tail("s").seq_num == 0
+
+
+def test_ensure_without_a_config_leaves_an_existing_one_alone(client: S2Client, s2_server: S2Server) -> None:
+    client.ensure_stream("configured", {"timestamping": {"mode": "arrival"}})
+    client.ensure_stream("configured")
+    assert s2_server.basin_log(BASIN).stream_info("configured").config == {"timestamping": {"mode": "arrival"}}
+    with client_for(s2_server, basin="kept-basin-1") as other:
+        other.ensure_basin({"create_stream_on_append": True, "create_stream_on_read": True})
+        other.ensure_basin()
+        assert other.check_tail("auto-created").seq_num == 0  # the basin still creates streams on read

@@ -43,7 +43,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl, unquote
 from ..exceptions import (
     Conflict,
     FencingTokenMismatch,
+    NotFound,
     RangeNotSatisfiable,
     S2Error,
     SeqNumMismatch,
@@ -65,7 +66,7 @@ from ..log import (
     StreamPosition,
     validate_stream_name,
 )
-from ..memory import MemoryLog, StreamInfo
+from ..memory import MemoryLog, StreamInfo, merge_stream_config
 
 __all__ = ["OPERATIONS", "Fault", "Faults", "S2Server", "main"]
 
@@ -585,33 +586,6 @@ def _stream_reconfiguration(value: Any, what: str) -> dict[str, Any]:
     return out
 
 
-def _reconfigured(config: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply a parsed reconfiguration to a stream config (nested objects change field by field)."""
-    out = dict(config)
-    for key, value in changes.items():
-        if value is None:
-            out.pop(key, None)
-        elif key in ("timestamping", "delete_on_empty"):
-            nested = dict(out.get(key) or {})
-            for name, setting in value.items():
-                if setting is None:
-                    nested.pop(name, None)
-                else:
-                    nested[name] = setting
-            if nested:
-                out[key] = nested
-            else:
-                out.pop(key, None)
-        else:
-            out[key] = value
-    return out
-
-
-def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A stream config with ``overrides`` on top of ``base`` (a basin's defaults)."""
-    return _reconfigured(base, overrides)
-
-
 @dataclass(frozen=True)
 class _BasinConfig:
     create_stream_on_append: bool = False
@@ -659,7 +633,7 @@ def _basin_reconfigured(current: _BasinConfig, value: Any) -> _BasinConfig:
         default: dict[str, Any] = {}
         if obj["default_stream_config"] is not None:
             changes = _stream_reconfiguration(obj["default_stream_config"], "default_stream_config")
-            default = _reconfigured(config.default_stream_config, changes)
+            default = merge_stream_config(config.default_stream_config, changes)
         config = dataclasses.replace(config, default_stream_config=default)
     return config
 
@@ -1234,10 +1208,7 @@ class _Handler(BaseHTTPRequestHandler):
         stream = request.params["stream"]
         changes = _stream_reconfiguration(self._json_body(request.body), "StreamReconfiguration")
         basin = self.app._basin(request.basin)
-        current = self._call(basin, stream, basin.log.stream_info, stream).config
-        target = _reconfigured(current, changes)
-        replacement = {key: target.get(key) for key in {*current, *target}}
-        info = self._call(basin, stream, basin.log.reconfigure_stream, stream, replacement)
+        info = self._call(basin, stream, basin.log.reconfigure_stream, stream, changes)
         self._json(200, _resolved_stream_config(info.config))
 
     def _op_delete_stream(self, request: _Request) -> None:
@@ -1313,8 +1284,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._stream_session(basin, stream, session, fmt)
         finally:
-            if isinstance(session, Generator):
-                session.close()  # end it now rather than when it is garbage-collected
+            session.close()  # end it now rather than when it is garbage-collected
 
     def _stream_session(
         self, basin: _Basin, stream: str, session: Iterator[ReadBatch | StreamPosition], fmt: str
@@ -1545,7 +1515,7 @@ class S2Server:
         key = _creation_key(token, config)
         with self._lock:
             try:
-                info = basin.log.create_stream(name, _merged(basin.log.default_stream_config, config))
+                info = basin.log.create_stream(name, config)
             except Conflict:
                 if key is not None and basin.stream_creation_keys.get(name) == key:
                     return basin.log.stream_info(name), "noop"
@@ -1562,17 +1532,15 @@ class S2Server:
         try:
             with self._lock:
                 try:
-                    return log.create_stream(name, _merged(log.default_stream_config, config)), "created"
-                except Conflict:
-                    # PUT semantics: the stream ends up with exactly the requested config on the basin's defaults.
-                    current = log.stream_info(name).config
-                    target = _merged(log.default_stream_config, config)
-                    if target == current:
-                        return log.stream_info(name), "noop"
-                    replacement = {key: target.get(key) for key in {*current, *target}}
-                    return log.reconfigure_stream(name, replacement), "updated"
+                    before = log.stream_info(name).config
+                except NotFound:
+                    before = None
+                # PUT semantics: the stream ends up with exactly the requested config on the basin's defaults.
+                log.ensure_stream(name, config)
+                info = log.stream_info(name)
         except S2Error as exc:
             raise _from_s2_error(exc, basin.name, name) from None
+        return info, "created" if before is None else ("noop" if before == info.config else "updated")
 
     def _forget_stream(self, basin: _Basin, name: str) -> None:
         with self._lock:
