@@ -55,6 +55,8 @@ Chunk = TypeVar("Chunk", str, bytes)
 _MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 64
 # Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
 _MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
+# Longest a thread waits on a condition before it checks again (every notification also wakes it).
+_RECHECK = 1.0
 _S2_SETTINGS = ("S2_ACCESS_TOKEN", "S2_BASIN", "S2_ACCOUNT_ENDPOINT", "S2_BASIN_ENDPOINT")
 
 
@@ -243,7 +245,7 @@ class _Producer:
         pieces = _split(chunk) if chunk else []
         with self.cond:
             while self.pending_bytes > _MAX_PENDING_BYTES and self.finishing is None:
-                self.cond.wait()  # the log is slower than the source: let the writer catch up
+                self.cond.wait(_RECHECK)  # the log is slower than the source: let the writer catch up
             if self.finishing is not None:
                 return False
             now_t = time.monotonic()
@@ -505,8 +507,8 @@ class ResumableStream(Generic[Chunk]):
                         return None
                     self._finish(producer.outcome)  # type: ignore[arg-type]
                     return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                remaining = _RECHECK if deadline is None else min(deadline - time.monotonic(), _RECHECK)
+                if remaining <= 0:
                     return None
                 producer.cond.wait(remaining)
         return None
