@@ -158,20 +158,26 @@ class Chat:
 
     def status(self, turn: Turn) -> StreamStatus:
         """The status of the answer to ``turn``; a pending answer older than ``pending_timeout`` is settled."""
-        answer_id = self.answer_id(turn.seq)
-        status = self.ctx.stream_status(answer_id)
+        status = self.ctx.stream_status(self.answer_id(turn.seq))
         if status.state is StreamState.MISSING and time.time() - turn.timestamp / 1000 > self.pending_timeout:
-            logger.warning(
-                "the answer to message %d of chat %r never started; settling it as stopped", turn.seq, self.chat_id
-            )
-            status = self.ctx.stop_stream(answer_id)
+            return self._settle(turn)
         return status
 
     def await_start(self, turn: Turn) -> StreamStatus:
-        """The status of the answer to ``turn`` once it is no longer pending (or has been settled)."""
+        """The status of the answer to ``turn`` once it is no longer pending; settled if it stays pending too long."""
+        deadline = time.monotonic() + self.pending_timeout
         while (status := self.status(turn)).state is StreamState.MISSING:
+            if time.monotonic() >= deadline:
+                return self._settle(turn)
             time.sleep(0.05)
         return status
+
+    def _settle(self, turn: Turn) -> StreamStatus:
+        """End the answer to ``turn`` as stopped: its creator never claimed it (and a late one will find it ended)."""
+        logger.warning(
+            "the answer to message %d of chat %r never started; settling it as stopped", turn.seq, self.chat_id
+        )
+        return self.ctx.stop_stream(self.answer_id(turn.seq))
 
     def answer(self, turn: Turn) -> dict[str, Any]:
         """The answer to ``turn``, for the page: ``state`` and ``done``; once done, ``text`` and ``error``.

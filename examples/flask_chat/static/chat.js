@@ -145,7 +145,12 @@ async function refresh(turn) {
     try {
       const data = await getJSON(api);
       const message = data.messages.find((m) => m.seq === turn.seq);
-      if (message) show(turn, message.answer);
+      if (!message) {
+        finish(turn, "failed", "this answer is gone (was the server restarted?)");
+      } else {
+        if (!message.answer.done) await sleep(1000); // the stream request failed: do not hammer the server
+        show(turn, message.answer);
+      }
       return;
     } catch (err) {
       notice(`cannot reach the server (${err.message}); retrying`);
