@@ -1,10 +1,20 @@
-"""Helpers for the tests of examples/flask_chat: reading its SSE answers as they arrive."""
+"""Helpers for the tests of examples/flask_chat: reading its SSE answers as they arrive, running its command."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from .support import Event, parse_sse
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The final events of an answer stream.
 ENDINGS = ("end", "error", "stopped", "abandoned")
@@ -35,3 +45,72 @@ def read_answer(events: Iterable[Event], limit: int | None = None) -> tuple[str,
         if len(text) == limit:
             break
     return "".join(text), cursor, None
+
+
+class AppProcess:
+    """``python -m examples.flask_chat ARGS`` in its own session; its output is collected as it comes."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "examples.flask_chat", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # so that a failed shutdown can kill its children (gunicorn, S2 server) too
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def await_output(self, ready: Callable[[str], re.Match[str] | None], timeout: float = 30.0) -> re.Match[str]:
+        """Wait until ``ready(output so far)`` matches; fails if the process ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                text = "\n".join(self.lines)
+                match = ready(text)
+                if match is not None:
+                    return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._reader.is_alive():
+                    raise AssertionError(f"the chat app did not start:\n{text}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def stop(self) -> int:
+        """SIGTERM the app and return its exit code; kill its whole session if it does not exit in time."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+                raise AssertionError(f"the chat app did not shut down in time:\n{self.output()}") from None
+        finally:
+            self._reader.join(10)
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+
+
+def app_env(**settings: str) -> dict[str, str]:
+    """This environment without S2, model or fake-model settings, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S2_", "OPENAI_", "FAKE_MODEL_"))}
+    env.update(settings)
+    return env

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -24,7 +26,7 @@ from examples.flask_chat.models import FakeModel, Model, OpenAICompatibleModel, 
 from resumable_stream import MemoryLog, Record, ResumableStreamContext
 from resumable_stream.log import Log
 
-from .chat_helpers import read_answer, sse_events
+from .chat_helpers import AppProcess, app_env, read_answer, sse_events
 from .support import Event, parse_sse
 
 MESSAGE = "Is this resumable?"
@@ -242,6 +244,21 @@ def test_streams_are_created_where_the_basin_does_not_create_them_on_demand(chat
         with post(client, chat) as response:
             assert read_answer(events(response))[0] == FULL
         assert client.get(f"/api/chat/{chat}").get_json()["messages"][0]["answer"]["text"] == FULL
+
+
+def test_the_dev_server_command_serves_the_chat_and_says_which_log_it_uses() -> None:
+    app = AppProcess(["--port", "0"], app_env(FAKE_MODEL_TOKENS_PER_SECOND="0"))
+    try:
+        url = app.await_output(lambda text: re.search(r"Running on (http://\S+)", text)).group(1)
+        banner = app.output()
+        assert "Flask development server; log: the in-process log (MemoryLog)" in banner
+        assert "model: the built-in fake model (no delay)" in banner
+        with requests.post(f"{url}/api/chat/dev", json={"message": MESSAGE}, stream=True, timeout=30) as response:
+            assert response.headers["X-Worker-Pid"] == str(app.process.pid)
+            text, _, final = read_answer(sse_events(response.iter_content(chunk_size=None)))
+        assert text == FULL and final is not None and final.event == "end"
+    finally:
+        assert app.stop() == 0
 
 
 def test_the_page_and_its_script_are_served(make_app: Callable[..., Flask]) -> None:

@@ -9,16 +9,9 @@ over the workers; ``X-Worker-Pid`` says which one answered.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,73 +20,29 @@ import requests
 from examples.flask_chat.models import fake_answer
 from resumable_stream.testing import S2Server
 
-from .chat_helpers import read_answer, sse_events
+from .chat_helpers import AppProcess, app_env, read_answer, sse_events
 from .support import BASIN
 
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 30.0
 #: Fresh connections tried before giving up on reaching the other worker.
 MAX_ATTEMPTS = 60
 
 
-class Chat:
-    """The chat app under gunicorn, started by its entry point; its output is collected as it comes."""
+class Chat(AppProcess):
+    """The chat app under gunicorn, with two gthread workers."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "examples.flask_chat", "--gunicorn", "--workers", "2", "--threads", "4",
-                   "--port", "0", "--graceful-timeout", "3"]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,  # so that teardown can kill gunicorn and the local S2 server with it
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = self._await_start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def output(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
-
-    def _await_start(self) -> str:
-        """The URL gunicorn listens at, once both workers have booted."""
-        deadline = time.monotonic() + START_TIMEOUT
-        with self._changed:
-            while True:
-                text = "\n".join(self.lines)
-                listening = re.search(r"Listening at: (http://\S+)", text)
-                if listening and text.count("Booting worker with pid") >= 2:
-                    return listening.group(1)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"the chat app did not start:\n{text}")
-                self._changed.wait(min(remaining, 0.5))
-
-    def stop(self) -> int:
-        """SIGTERM the entry point (it shuts gunicorn and its S2 server down); kill the lot if that hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            raise AssertionError(f"the chat app did not shut down in time:\n{self.output()}") from None
-        finally:
-            self._reader.join(10)
-            assert self.process.stdout is not None
-            self.process.stdout.close()
-        return code
+        args = ["--gunicorn", "--workers", "2", "--threads", "4", "--port", "0", "--graceful-timeout", "3"]
+        super().__init__(args, env)
+        try:  # wait for both workers: until then, every request goes to the first one
+            ready = self.await_output(
+                lambda text: (
+                    re.search(r"Listening at: (http://\S+)", text) if text.count("Booting worker") >= 2 else None
+                )
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        self.url = ready.group(1)
 
 
 @pytest.fixture
@@ -101,20 +50,14 @@ def start_chat() -> Iterator[Callable[[dict[str, str]], Chat]]:
     started: list[Chat] = []
 
     def start(settings: dict[str, str]) -> Chat:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("S2_", "OPENAI_", "FAKE_MODEL_"))}
-        env.update(settings, FAKE_MODEL_TOKENS_PER_SECOND="50")
-        chat = Chat(env)
+        chat = Chat(app_env(**settings, FAKE_MODEL_TOKENS_PER_SECOND="50"))
         started.append(chat)
         return chat
 
     yield start
     for chat in started:
-        try:
+        if chat.process.returncode is None:
             chat.stop()
-        finally:
-            if chat.process.poll() is None:  # pragma: no cover - stop() failed half-way
-                os.killpg(chat.process.pid, signal.SIGKILL)
-                chat.process.wait(10)
 
 
 def resume_on_another_worker(url: str, chat_id: str, cursor: str, other_than: str) -> tuple[str, str, str | None]:
