@@ -1,7 +1,7 @@
 """The local S2-compatible server over real HTTP, checked against S2's OpenAPI spec.
 
 Every JSON body (success and error) is validated against the matching schema
-of ``shared/s2-spec/openapi.json``; SSE ``batch`` and ``ping`` data against
+of ``tests/s2-spec/openapi.json`` (S2's official spec, MIT); SSE ``batch`` and ``ping`` data against
 ``ReadBatch`` and ``PingEventData``.
 """
 
@@ -34,7 +34,7 @@ from resumable_stream import Record, S2Client
 from resumable_stream.testing import S2Server
 from resumable_stream.testing.server import OPERATIONS
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "s2-spec" / "openapi.json"
+SPEC_PATH = Path(__file__).resolve().parent / "s2-spec" / "openapi.json"
 SPEC_URI = "urn:s2-openapi"
 BASIN = "test-basin"
 MANUAL_BASIN = "manual-basin"  # streams are not created on demand here
