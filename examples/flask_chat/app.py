@@ -60,7 +60,6 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
     app.config.from_mapping(CHAT_POLL_SECONDS=20, CHAT_PENDING_TIMEOUT=5.0, SSE_KEEPALIVE=15.0)
     streams = ctx if ctx is not None else ResumableStreamContext()
     answers = model if model is not None else model_from_env()
-    app.extensions["flask_chat"] = {"ctx": streams, "model": answers}
 
     def open_chat(chat_id: str) -> Chat:
         try:
