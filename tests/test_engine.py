@@ -505,20 +505,27 @@ def test_close_writes_out_what_was_produced_when_the_deadline_passes(log: Log, s
     assert len(persisted) < 1000
 
 
+class CountingLog(MemoryLog):
+    """A MemoryLog that records the size of every append to one stream."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__()
+        self.stream = stream
+        self.appends: list[int] = []
+
+    def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+        if stream == self.stream:
+            self.appends.append(len(records))
+        return super().append(stream, records, **kwargs)
+
+
 def test_batching_coalesces_under_a_steady_flow(stream_name: str) -> None:
-    appends: list[int] = []
-
-    class CountingLog(MemoryLog):
-        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
-            if stream == stream_name:
-                appends.append(len(records))
-            return super().append(stream, records, **kwargs)
-
-    log = CountingLog()
+    log = CountingLog(stream_name)
     with ResumableStreamContext(log, linger=0.2, batch_size=1000) as ctx:
         live = ctx.create_new_resumable_stream(stream_name, tokens(40, 0.01))
         assert live is not None
         assert "".join(live) == text(40)
+    appends = log.appends
     assert appends[0] == 1  # the claim
     assert appends[1] == 1  # the first chunk goes out at once
     assert len(appends) < 20  # the rest coalesced
@@ -526,19 +533,12 @@ def test_batching_coalesces_under_a_steady_flow(stream_name: str) -> None:
 
 
 def test_batch_size_caps_a_batch(stream_name: str) -> None:
-    appends: list[int] = []
-
-    class CountingLog(MemoryLog):
-        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
-            if stream == stream_name:
-                appends.append(len(records))
-            return super().append(stream, records, **kwargs)
-
-    with ResumableStreamContext(CountingLog(), linger=5, batch_size=7) as ctx:
+    log = CountingLog(stream_name)
+    with ResumableStreamContext(log, linger=5, batch_size=7) as ctx:
         live = ctx.create_new_resumable_stream(stream_name, tokens(50))
         assert live is not None
         assert "".join(live) == text(50)
-    assert max(appends) <= 7
+    assert max(log.appends) <= 7
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
