@@ -15,7 +15,7 @@ big-endian sequence number).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,7 @@ __all__ = [
     "Record",
     "SequencedRecord",
     "StreamPosition",
+    "append_in_batches",
     "metered_size",
     "split_batches",
     "validate_stream_name",
@@ -237,3 +238,23 @@ def split_batches(records: Sequence[Record]) -> list[list[Record]]:
     if current:
         batches.append(current)
     return batches
+
+
+def append_in_batches(
+    records: Sequence[Record],
+    match_seq_num: int | None,
+    append_batch: Callable[[Sequence[Record], int | None], AppendAck],
+) -> AppendAck:
+    """Append ``records`` as consecutive batches within S2's limits, each with ``match_seq_num`` continuing.
+
+    ``append_batch(batch, match_seq_num)`` appends one batch; the returned ack spans all of them.
+    """
+    first: AppendAck | None = None
+    ack: AppendAck | None = None
+    for batch in split_batches(records):
+        ack = append_batch(batch, match_seq_num)
+        first = first or ack
+        if match_seq_num is not None:
+            match_seq_num = ack.end.seq_num
+    assert first is not None and ack is not None
+    return AppendAck(first.start, ack.end, ack.tail)

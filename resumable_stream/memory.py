@@ -46,7 +46,7 @@ from .log import (
     Record,
     SequencedRecord,
     StreamPosition,
-    split_batches,
+    append_in_batches,
     validate_stream_name,
 )
 
@@ -236,16 +236,11 @@ class MemoryLog:
             raise BadRequest(
                 f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes", status=400, code="bad_json"
             )
-        batches = split_batches(records)
-        first: AppendAck | None = None
-        ack: AppendAck | None = None
-        for batch in batches:
-            ack = self.append_batch(stream, batch, match_seq_num=match_seq_num, fencing_token=fencing_token)
-            first = first or ack
-            if match_seq_num is not None:
-                match_seq_num = ack.end.seq_num
-        assert first is not None and ack is not None
-        return AppendAck(first.start, ack.end, ack.tail)
+        return append_in_batches(
+            records,
+            match_seq_num,
+            lambda batch, match: self.append_batch(stream, batch, match_seq_num=match, fencing_token=fencing_token),
+        )
 
     def append_batch(
         self,

@@ -53,6 +53,7 @@ from urllib3.exceptions import NewConnectionError
 
 from ._fork import reset_after_fork
 from .exceptions import (
+    AppendConditionFailed,
     BadRequest,
     ConfigurationError,
     Conflict,
@@ -73,7 +74,7 @@ from .log import (
     Record,
     SequencedRecord,
     StreamPosition,
-    split_batches,
+    append_in_batches,
     validate_stream_name,
 )
 
@@ -86,9 +87,9 @@ T = TypeVar("T")
 DEFAULT_ACCOUNT_ENDPOINT = "https://a.s2.dev"
 DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.s2.dev"
 _BASIN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{6,46})[a-z0-9]$")
-# Codes whose failure guarantees that nothing was written.
-_NO_SIDE_EFFECTS = {"rate_limited", "hot_server", "server_draining", "transaction_conflict"}
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+# Codes of 5xx answers that guarantee that nothing was written.
+_NO_SIDE_EFFECTS = {"hot_server", "server_draining"}
+_RETRYABLE_STATUS = {408, 500, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -293,15 +294,9 @@ class S2Client:
             raise ValueError("append needs at least one record")
         if fencing_token is not None and len(fencing_token.encode()) > MAX_FENCING_TOKEN_BYTES:
             raise ValueError(f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes")
-        first: AppendAck | None = None
-        ack: AppendAck | None = None
-        for batch in split_batches(records):
-            ack = self._append_batch(stream, batch, match_seq_num, fencing_token)
-            first = first or ack
-            if match_seq_num is not None:
-                match_seq_num = ack.end.seq_num
-        assert first is not None and ack is not None
-        return AppendAck(first.start, ack.end, ack.tail)
+        return append_in_batches(
+            records, match_seq_num, lambda batch, match: self._append_batch(stream, batch, match, fencing_token)
+        )
 
     def read(
         self,
@@ -346,20 +341,18 @@ class S2Client:
         url = self._records_url(stream)
 
         def attempt() -> ReadBatch:
-            response = self._send("GET", url, params=params, headers={"s2-format": "base64"}, wait=wait_s)
-            return _read_batch(response.json())
+            return self._send("GET", url, _read_batch, params=params, headers={"s2-format": "base64"}, wait=wait_s)
 
-        return self._with_retries(attempt, f"read {stream!r}", idempotent=True)
+        return self._with_retries(attempt, f"read {stream!r}", idempotent=True, waits=wait_s)
 
     def check_tail(self, stream: str) -> StreamPosition:
         """The stream's next sequence number and the timestamp of its last record."""
         validate_stream_name(stream)
         url = self._records_url(stream) + "/tail"
 
-        def attempt() -> StreamPosition:
-            return _position(self._send("GET", url).json()["tail"])
-
-        return self._with_retries(attempt, f"check tail of {stream!r}", idempotent=True)
+        return self._with_retries(
+            lambda: self._send("GET", url, _tail), f"check tail of {stream!r}", idempotent=True
+        )
 
     def ensure_stream(self, stream: str, config: Mapping[str, Any] | None = None) -> None:
         """Create ``stream`` if it does not exist.
@@ -373,8 +366,9 @@ class S2Client:
             self._create(f"{self.basin_endpoint}/streams", {"stream": stream}, f"create stream {stream!r}")
             return
         url = f"{self.basin_endpoint}/streams/{quote(stream, safe='')}"
+        body = dict(config)
         self._with_retries(
-            lambda: self._send("PUT", url, json_body=dict(config)), f"ensure stream {stream!r}", idempotent=True
+            lambda: self._send("PUT", url, _ignore, json_body=body), f"ensure stream {stream!r}", idempotent=True
         )
 
     def ensure_basin(self, config: Mapping[str, Any] | None = None) -> None:
@@ -390,13 +384,15 @@ class S2Client:
             return
         url = f"{self.account_endpoint}/basins/{self.basin}"
         body = {"config": dict(config)}
-        self._with_retries(lambda: self._send("PUT", url, json_body=body), "ensure basin", idempotent=True)
+        self._with_retries(lambda: self._send("PUT", url, _ignore, json_body=body), "ensure basin", idempotent=True)
 
     def _create(self, url: str, body: Mapping[str, Any], what: str) -> None:
         """POST a create; a resource that already exists is fine."""
         headers = {"s2-request-token": uuid.uuid4().hex}  # a retried create replays instead of conflicting
         try:
-            self._with_retries(lambda: self._send("POST", url, json_body=body, headers=headers), what, idempotent=True)
+            self._with_retries(
+                lambda: self._send("POST", url, _ignore, json_body=body, headers=headers), what, idempotent=True
+            )
         except Conflict as exc:
             if exc.code != "resource_already_exists":
                 raise
@@ -417,57 +413,58 @@ class S2Client:
                 if landed is not None:
                     return landed
             try:
-                response = self._send("POST", url, json_body=body, headers={"s2-format": fmt})
+                return self._send("POST", url, _ack, json_body=body, headers={"s2-format": fmt})
             except _Failure as failure:
                 outcome_unknown = outcome_unknown or failure.ambiguous
                 raise
-            except SeqNumMismatch:
-                # An earlier attempt whose outcome we did not learn may have landed since.
+            except AppendConditionFailed:
+                # An earlier attempt whose outcome we did not learn may have landed since: then the
+                # condition fails because of our own records.
                 if outcome_unknown and match_seq_num is not None:
                     landed = self._landed(stream, batch, match_seq_num)
                     if landed is not None:
                         return landed
                 raise
-            return _ack(response.json())
 
         return self._with_retries(attempt, f"append to {stream!r}", idempotent=match_seq_num is not None)
 
     def _landed(self, stream: str, batch: Sequence[Record], match_seq_num: int) -> AppendAck | None:
-        """After an attempt with an unknown outcome: the ack if the batch is in the stream, ``None`` if not.
+        """After an attempt with an unknown outcome: the ack if the batch is in the stream at ``match_seq_num``.
 
-        Raises :class:`SeqNumMismatch` when someone else wrote at that position.
+        ``None`` when it is not there: then sending it again is safe, and if
+        someone else wrote meanwhile, the service says so with a 412.
         """
-        tail = _position(self._send("GET", self._records_url(stream) + "/tail").json()["tail"])
-        if tail.seq_num == match_seq_num:
-            return None
+        tail = self._send("GET", self._records_url(stream) + "/tail", _tail)
         end = match_seq_num + len(batch)
-        if tail.seq_num >= end:
-            response = self._send(
-                "GET",
-                self._records_url(stream),
-                params={"seq_num": match_seq_num, "count": len(batch)},
-                headers={"s2-format": "base64"},
-            )
-            found = _read_batch(response.json()).records
-            if len(found) == len(batch) and all(
-                r.seq_num == match_seq_num + i and r.body == b.body and r.headers == b.headers
-                for i, (r, b) in enumerate(zip(found, batch, strict=True))
-            ):
-                logger.info("append to %r had landed before its answer was lost; not re-sending it", stream)
-                return AppendAck(
-                    StreamPosition(match_seq_num, found[0].timestamp),
-                    StreamPosition(end, found[-1].timestamp),
-                    tail,
-                )
-        raise SeqNumMismatch(tail.seq_num)
+        if tail.seq_num < end:
+            return None
+        found = self._send(
+            "GET",
+            self._records_url(stream),
+            _read_batch,
+            params={"seq_num": match_seq_num, "count": len(batch)},
+            headers={"s2-format": "base64"},
+        ).records
+        ours = len(found) == len(batch) and all(
+            r.seq_num == match_seq_num + i and r.body == b.body and r.headers == b.headers
+            for i, (r, b) in enumerate(zip(found, batch, strict=True))
+        )
+        if not ours:
+            return None
+        logger.info("append to %r had landed before its answer was lost; not sending it again", stream)
+        start = StreamPosition(match_seq_num, found[0].timestamp)
+        return AppendAck(start, StreamPosition(end, found[-1].timestamp), tail)
 
     # -- HTTP ------------------------------------------------------------
 
     def _records_url(self, stream: str) -> str:
         return f"{self.basin_endpoint}/streams/{quote(stream, safe='')}/records"
 
-    def _with_retries(self, attempt: Callable[[], T], what: str, *, idempotent: bool) -> T:
-        """Run ``attempt`` under the retry policy; raise the last error as an :class:`S2Error`."""
+    def _with_retries(self, attempt: Callable[[], T], what: str, *, idempotent: bool, waits: float = 0) -> T:
+        """Run ``attempt`` under the retry policy; raise the last error as an :class:`S2Error`.
+
+        ``waits`` is how long an attempt may legitimately take (a long-poll), on top of the policy's budget.
+        """
         if self._closed.is_set():
             raise Unavailable("the S2 client is closed")
         policy = self.retry
@@ -497,7 +494,7 @@ class S2Client:
             retry=tenacity.retry_if_exception(retryable),
             stop=(
                 tenacity.stop_after_attempt(policy.max_attempts)
-                | tenacity.stop_before_delay(policy.max_elapsed)
+                | tenacity.stop_before_delay(policy.max_elapsed + waits)
                 | tenacity.stop_when_event_set(self._closed)
             ),
             wait=wait,
@@ -508,25 +505,35 @@ class S2Client:
         try:
             return retrying(attempt)
         except _Failure as failure:
-            raise failure.error from failure.__cause__
+            error = failure.error
+        raise error
 
     def _send(
         self,
         method: str,
         url: str,
+        parse: Callable[[Any], T],
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         wait: float = 0,
-    ) -> requests.Response:
-        """One HTTP attempt. Returns a 2xx response, or raises :class:`_Failure` / a final :class:`S2Error`."""
+    ) -> T:
+        """One HTTP attempt: ``parse`` applied to the JSON body of a 2xx answer.
+
+        Raises :class:`_Failure` for what may be retried and a final
+        :class:`S2Error` for the rest; an answer that cannot be parsed is an
+        :class:`Unavailable` failure whose effect is unknown.
+        """
         connect_timeout, request_timeout = self._timeouts
         data = None
         all_headers = dict(headers or {})
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
             all_headers["Content-Type"] = "application/json"
+        # Failures are raised outside the `except` clauses: the requests exceptions they replace hold the
+        # request, and with it the access token, which must not be reachable from what we raise.
+        failure: _Failure | None = None
         try:
             response = self._session.request(
                 method,
@@ -539,10 +546,17 @@ class S2Client:
         except requests.exceptions.RequestException as exc:
             never_sent = isinstance(exc, requests.exceptions.ConnectTimeout) or _refused(exc)
             error = Unavailable(f"{method} {_path(url)}: {type(exc).__name__}: {exc}")
-            raise _Failure(error, retryable=True, ambiguous=not never_sent) from exc
-        if response.status_code < 300:
-            return response
-        raise _classify(method, url, response)
+            failure = _Failure(error, retryable=True, ambiguous=not never_sent)
+        if failure is not None:
+            raise failure
+        if response.status_code >= 300:
+            raise _classify(method, url, response)
+        try:
+            return parse(response.json())
+        except (ValueError, KeyError, TypeError) as exc:  # includes JSON and base64 decoding errors
+            error = Unavailable(f"{method} {_path(url)}: unexpected response ({type(exc).__name__}: {exc})")
+            failure = _Failure(error, retryable=True, ambiguous=True)
+        raise failure
 
 
 def _refused(exc: BaseException) -> bool:
@@ -643,6 +657,14 @@ def _append_payload(
     if fencing_token is not None:
         body["fencing_token"] = fencing_token
     return body, fmt
+
+
+def _ignore(data: Any) -> None:
+    return None
+
+
+def _tail(data: Mapping[str, Any]) -> StreamPosition:
+    return _position(data["tail"])
 
 
 def _position(data: Mapping[str, Any]) -> StreamPosition:

@@ -6,6 +6,7 @@ injected by the server, per operation and stream.
 
 from __future__ import annotations
 
+import http.server
 import logging
 import socket
 import threading
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from resumable_stream import (
     BadRequest,
@@ -367,3 +369,104 @@ def test_ensure_without_a_config_leaves_an_existing_one_alone(client: S2Client, 
         other.ensure_basin({"create_stream_on_append": True, "create_stream_on_read": True})
         other.ensure_basin()
         assert other.check_tail("auto-created").seq_num == 0  # the basin still creates streams on read
+
+
+def test_a_late_commit_of_a_fenced_append_is_ours_not_a_conflict(s2_server: S2Server) -> None:
+    # Attempt 1 times out after 1 s but commits at 1.5 s. The tail shows nothing yet, so the batch is
+    # sent again; delayed 0.7 s, it arrives after that commit and fails the fencing condition because
+    # of our own fence. That is a success, not "someone else's token".
+    s2_server.faults.add("append", stream="late-fence", latency=1.5, times=1)
+    delay_resend = threading.Timer(0.3, lambda: s2_server.faults.add("append", stream="late-fence", latency=0.7,
+                                                                      times=1))
+    retry = RetryPolicy(max_attempts=4, max_elapsed=10, initial_backoff=0.05, max_backoff=0.05)
+    with client_for(s2_server, request_timeout=1.0, retry=retry) as c:
+        delay_resend.start()
+        ack = c.append("late-fence", [Record.fence("session-mine")], fencing_token="", match_seq_num=0)
+        delay_resend.join()
+        assert (ack.start.seq_num, ack.end.seq_num) == (0, 1)
+        assert [r.body for r in c.read("late-fence", seq_num=0).records] == [b"session-mine"]
+
+
+def test_a_competing_fence_during_an_ambiguous_claim_is_reported_as_such(client: S2Client, s2_server: S2Server) -> None:
+    s2_server.faults.add("append", stream="two-claims", drop=True, times=1)
+    patient = client_for(s2_server, retry=RetryPolicy(max_attempts=3, initial_backoff=0.6, max_backoff=0.6))
+    other = threading.Timer(0.2, lambda: client.append("two-claims", [Record.fence("theirs")], fencing_token=""))
+    other.start()
+    with patient, pytest.raises(FencingTokenMismatch) as info:
+        patient.append("two-claims", [Record.fence("ours")], fencing_token="", match_seq_num=0)
+    other.join()
+    assert info.value.current_token == "theirs"
+
+
+def test_an_unexpected_answer_is_unavailable_and_retried(s2_server: S2Server) -> None:
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        calls = 0
+
+        def do_GET(self) -> None:
+            Proxy.calls += 1
+            body = b"<html>502 from a proxy, with a 200</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        proxied = S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=url, basin_endpoint=url, retry=FAST_RETRY)
+        with proxied, pytest.raises(Unavailable, match="unexpected response"):
+            proxied.check_tail("x")
+        assert Proxy.calls == FAST_RETRY.max_attempts
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_long_poll_is_retried_even_past_the_retry_budget(s2_server: S2Server) -> None:
+    # The first long-poll is cut after 1.5 s, beyond max_elapsed=1: reads are safe to retry, and a
+    # long-poll is allowed its wait on top of the budget.
+    retry = RetryPolicy(max_attempts=3, max_elapsed=1.0, initial_backoff=0.05, max_backoff=0.05)
+    with client_for(s2_server, retry=retry) as c:
+        c.append("cut-poll", [Record(b"x")])
+        s2_server.faults.add("read", stream="cut-poll", latency=1.5, drop=True, times=1)
+        assert c.read("cut-poll", seq_num=1, wait=2).records == ()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+def test_no_raised_exception_leads_back_to_the_token(s2_server: S2Server) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    failures: list[BaseException] = []
+    with S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=dead, basin_endpoint=dead,
+                  retry=FAST_RETRY) as c:
+        with pytest.raises(Unavailable) as refused:
+            c.check_tail("x")
+        failures.append(refused.value)
+    s2_server.faults.add("read", stream="leak", latency=1.0)
+    with client_for(s2_server, request_timeout=0.2) as c:
+        with pytest.raises(Unavailable) as timed_out:
+            c.read("leak", seq_num=0)
+        failures.append(timed_out.value)
+    for failure in failures:
+        for linked in _chain(failure):
+            assert not isinstance(linked, requests.RequestException), f"{linked!r} holds the request"
+            assert TOKEN not in repr(linked) and TOKEN not in str(vars(linked))
