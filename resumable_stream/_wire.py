@@ -87,7 +87,6 @@ class Entry:
     """One record, as the engine understands it."""
 
     kind: str  # "data", "claim", "terminal", "error", "other"
-    seq_num: int
     chunk: str | bytes | None = None
     token: str | None = None
     state: str | None = None
@@ -101,20 +100,20 @@ def parse(record: SequencedRecord) -> Entry:
         token = record.body.decode("utf-8", "replace")
         state = terminal_state(token)
         if state is not None:
-            return Entry("terminal", record.seq_num, token=token, state=state)
+            return Entry("terminal", token=token, state=state)
         if token.startswith(SESSION):
-            return Entry("claim", record.seq_num, token=token)
-        return Entry("other", record.seq_num)
+            return Entry("claim", token=token)
+        return Entry("other")
     if command is not None:
-        return Entry("other", record.seq_num)
+        return Entry("other")
     if record.body:
         if record.headers == BYTES_HEADER:
-            return Entry("data", record.seq_num, chunk=record.body)
-        return Entry("data", record.seq_num, chunk=record.body.decode("utf-8", "replace"))
+            return Entry("data", chunk=record.body)
+        return Entry("data", chunk=record.body.decode("utf-8", "replace"))
     headers = dict(record.headers)
     if headers.get(_META) == b"error":
-        return Entry("error", record.seq_num, message=headers.get(_MESSAGE, b"").decode("utf-8", "replace"))
-    return Entry("other", record.seq_num)
+        return Entry("error", message=headers.get(_MESSAGE, b"").decode("utf-8", "replace"))
+    return Entry("other")
 
 
 def stop_request(stream_id: str, token: str) -> Record:

@@ -42,7 +42,7 @@ from .exceptions import (
     StreamAbandoned,
     StreamFailed,
 )
-from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_READ_WAIT, Log, Record, validate_stream_name
+from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_READ_WAIT, AppendAck, Log, Record, validate_stream_name
 from .memory import MemoryLog
 
 __all__ = ["ResumableStream", "ResumableStreamContext", "StreamState", "StreamStatus"]
@@ -50,9 +50,15 @@ __all__ = ["ResumableStream", "ResumableStreamContext", "StreamState", "StreamSt
 logger = logging.getLogger(__name__)
 
 Chunk = TypeVar("Chunk", str, bytes)
+T = TypeVar("T")
 
-# Largest data record body, leaving room for the record's metering overhead and headers.
-_MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 64
+# Largest data record body. A full record with its headers and the stream's terminal fence (at most
+# 8 + 2 + 5 + 36 bytes) must still fit the 1 MiB of one read, which stream_status relies on.
+_MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 128
+# Seconds to keep trying to fence a stream whose producer keeps writing.
+_FENCE_PATIENCE = 10.0
+# Largest sequence number a cursor may name.
+_MAX_CURSOR = 2**63 - 1
 # Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
 _MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
 # Longest a thread waits on a condition before it checks again (every notification also wakes it).
@@ -103,32 +109,42 @@ def parse_cursor(cursor: str | int | None) -> int | None:
     if isinstance(cursor, bool) or not isinstance(cursor, (str, int)):
         raise ValueError(f"invalid resume cursor {cursor!r}: expected an event id such as '42'")
     text = str(cursor).strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 20:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > _MAX_CURSOR:
         raise ValueError(f"invalid resume cursor {cursor!r}: expected an event id such as '42'")
     return int(text)
 
 
-def _env_setting(name: str, value: float | None, default: float, parse: Callable[[str], float], low: float,
-                 high: float) -> float:
+def _setting(argument: str, value: float | None, variable: str, default: float, low: float, high: float) -> float:
+    """A number from the constructor argument, or else the environment variable, or else the default."""
+    name = argument
     if value is None:
-        raw = os.environ.get(name)
-        if raw is None or not raw.strip():
+        name = variable
+        raw = os.environ.get(variable, "").strip()
+        if not raw:
             return default
         try:
-            value = parse(raw.strip())
+            value = float(raw)
         except ValueError:
-            raise ConfigurationError(name, f"must be a number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(name, f"must be between {low:g} and {high:g}, not {value!r}")
+            raise ConfigurationError(variable, f"must be a number, not {raw!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigurationError(name, f"must be a number from {low:g} to {high:g}, not {value!r}")
     return value
 
 
 def _split(value: str | bytes) -> list[tuple[str | bytes, bytes]]:
-    """Split a chunk into pieces whose bodies fit a record: ``(piece, encoded piece)`` pairs."""
+    """Split a chunk into pieces whose bodies fit a record: ``(piece, encoded piece)`` pairs.
+
+    Text that is not valid Unicode (lone surrogates) gets U+FFFD in their place, for the creator and
+    every reader alike.
+    """
     if isinstance(value, bytes):
         slices = (value[i : i + _MAX_CHUNK_BYTES] for i in range(0, len(value), _MAX_CHUNK_BYTES))
         return [(piece, piece) for piece in slices]
-    data = value.encode("utf-8", "surrogatepass")
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        data = value.encode("utf-8")
     if len(data) <= _MAX_CHUNK_BYTES:
         return [(value, data)]
     pieces: list[tuple[str | bytes, bytes]] = []
@@ -137,7 +153,7 @@ def _split(value: str | bytes) -> list[tuple[str | bytes, bytes]]:
         end = min(start + _MAX_CHUNK_BYTES, len(data))
         while end < len(data) and data[end] & 0xC0 == 0x80:  # do not cut a character in two
             end -= 1
-        pieces.append((data[start:end].decode("utf-8", "surrogatepass"), data[start:end]))
+        pieces.append((data[start:end].decode("utf-8"), data[start:end]))
         start = end
     return pieces
 
@@ -164,6 +180,11 @@ class _LiveBuffer:
         self.items.append((seq_num, chunk, size))
         self.size += size
 
+    def keep_before(self, seq_num: int) -> None:
+        """Drop the chunks at or after ``seq_num``."""
+        while self.items and self.items[-1][0] >= seq_num:
+            self.size -= self.items.pop()[2]
+
 
 class _Producer:
     """Runs one stream's source and writes it to the log, on two daemon threads.
@@ -174,7 +195,7 @@ class _Producer:
     source is idle. Everything below is guarded by :attr:`cond`.
     """
 
-    def __init__(self, ctx: ResumableStreamContext, stream_id: str, token: str, next_seq: int,
+    def __init__(self, ctx: ResumableStreamContext, stream_id: str, token: str,
                  source: Iterable[Any] | Callable[[], Iterable[Any]]) -> None:
         self.ctx = ctx
         self.stream_id = stream_id
@@ -182,7 +203,7 @@ class _Producer:
         self.cond = threading.Condition()
         self.pending: deque[tuple[int, Record, float]] = deque()  # (sequence number, record, queued at)
         self.pending_bytes = 0
-        self.next_seq = next_seq
+        self.next_seq = 1  # the claim is record 0
         # End of the last successful append: the claim, backdated by the linger so the first chunk goes out at once.
         self.last_append = time.monotonic() - ctx.linger
         self.buffers: list[_LiveBuffer] = []
@@ -196,15 +217,23 @@ class _Producer:
         self._is_bytes: bool | None = None
 
     def start(self) -> None:
+        """Start the source and writer threads, once the claim has landed."""
         name = f"resumable-stream {self.stream_id!r}"
         threading.Thread(target=self._pump, name=f"{name} source", daemon=True).start()
         threading.Thread(target=self._write, name=f"{name} writer", daemon=True).start()
+
+    def discard(self) -> None:
+        """The claim was lost: this producer never starts."""
+        self.done.set()
+        self.ctx._forget(self)
 
     # -- source thread ---------------------------------------------------
 
     def _pump(self) -> None:
         iterator: Iterator[Any] | None = None
         try:
+            if self.finishing is not None:
+                return  # stopped while claiming: never start the work
             source = self._source
             if callable(source) and not isinstance(source, Iterable):
                 source = source()
@@ -357,10 +386,16 @@ class _Producer:
                 self._end(StreamStatus(self.finishing, self.terminal_seq + 1, error))
 
     def _end(self, outcome: StreamStatus) -> None:
-        """Record the final outcome; call with :attr:`cond` held."""
+        """Record the final outcome; call with :attr:`cond` held.
+
+        Chunks queued for the creator at or after the terminal record never reached the log (another
+        writer fenced the stream, or writing failed): the creator does not get them either.
+        """
         self.outcome = outcome
         self.pending.clear()
         self.pending_bytes = 0
+        for buffer in self.buffers:
+            buffer.keep_before(outcome.tail - 1)
         if self.finishing is None:
             self.finishing = outcome.state
         self.cond.notify_all()
@@ -372,9 +407,9 @@ class _Producer:
         logger.warning("stream %r was ended by another writer (fencing token %r); stopping its source",
                        self.stream_id, exc.current_token)
         try:
-            status = self.ctx.stream_status(self.stream_id)
-        except S2Error:
-            status = StreamStatus(StreamState(_wire.terminal_state(exc.current_token) or "failed"))
+            status = self.ctx._status(self.stream_id)[0]
+        except Exception:
+            status = StreamStatus(StreamState(_wire.terminal_state(exc.current_token) or "failed"), self.next_seq)
         with self.cond:
             if status.state is StreamState.ABANDONED:
                 self.error = StreamAbandoned(self.stream_id)
@@ -453,6 +488,11 @@ class ResumableStream(Generic[Chunk]):
         while (event := self._next_event(None)) is not None:
             yield str(event[0]), event[1]
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Detach this reader. The stream itself goes on."""
         self._closed = True
@@ -502,6 +542,7 @@ class ResumableStream(Generic[Chunk]):
                     producer.buffers.remove(buffer)
                     self._buffer = None
                     self._next_read = self._last_seq + 1
+                    self._last_progress = time.monotonic()
                     if buffer.overflowed:
                         logger.info("reader of stream %r fell behind; reading the rest from the log", self.stream_id)
                         return None
@@ -527,15 +568,19 @@ class ResumableStream(Generic[Chunk]):
     def _next_logged(self, deadline: float | None) -> tuple[int, Chunk] | None:
         """Read the log: the next chunk, or None when ended or when ``deadline`` passes."""
         ctx, log = self._ctx, self._ctx.log
-        while not self._closed:
+        while not self._closed and self.status is None:
             while self._records:
                 record = self._records.popleft()
-                if record.seq_num <= self._last_seq:
-                    continue
-                self._last_seq = record.seq_num
                 entry = _wire.parse(record)
                 if entry.kind == "data":
+                    # Only chunks are skipped up to the cursor: a cursor may lie beyond the end of the
+                    # stream (the creator gives out cursors before they are durable), and the terminal
+                    # record must still end the reader.
+                    if record.seq_num <= self._last_seq:
+                        continue
+                    self._last_seq = record.seq_num
                     return record.seq_num, entry.chunk  # type: ignore[return-value]
+                self._last_seq = max(self._last_seq, record.seq_num)
                 if entry.kind == "claim":
                     self._token = entry.token
                 elif entry.kind == "error":
@@ -566,18 +611,28 @@ class ResumableStream(Generic[Chunk]):
 
     def _mark_abandoned(self) -> None:
         """Nothing was written for ``abandon_after``: record the stream as abandoned, unless it moved meanwhile."""
-        log = self._ctx.log
-        tail = log.check_tail(self.stream_id).seq_num
+        ctx = self._ctx
+        producer = self._producer
+        if producer is not None and not producer.done.is_set():
+            self._last_progress = time.monotonic()  # its producer is alive, in this process
+            return
+        tail = ctx.log.check_tail(self.stream_id).seq_num
         if tail > self._next_read:
             self._last_progress = time.monotonic()  # records arrived after all
             return
-        token = self._token or self._ctx._claim_token(self.stream_id)
+        token = self._token or ctx._claim_token(self.stream_id)
         if token is not None:
             try:
-                ack = log.append(self.stream_id, _wire.terminal_records(StreamState.ABANDONED.value),
-                                 fencing_token=token, match_seq_num=tail)
-            except (SeqNumMismatch, FencingTokenMismatch):
-                # It moved after all, or someone else ended it: keep reading and see.
+                ack = ctx._write_terminal(self.stream_id, token, StreamState.ABANDONED, tail)
+            except SeqNumMismatch:
+                self._last_progress = time.monotonic()  # it moved after all: keep reading
+                return
+            except FencingTokenMismatch as exc:
+                if _wire.terminal_state(exc.current_token) is not None:
+                    # It ended before this reader's position (a cursor beyond the end): that is the outcome.
+                    self._finish(ctx._status(self.stream_id)[0])
+                    return
+                self._token = exc.current_token
                 self._last_progress = time.monotonic()
                 return
             except S2Error as exc:
@@ -625,19 +680,21 @@ class ResumableStreamContext:
         stop_timeout: float = 10.0,
         live_buffer_bytes: int = 4 * 1024 * 1024,
     ) -> None:
-        self.batch_size = int(_env_setting("S2_BATCH_SIZE", batch_size, 100, int, 1, MAX_BATCH_RECORDS))
-        linger_ms = None if linger is None else linger * 1000
-        self.linger = _env_setting("S2_LINGER_DURATION", linger_ms, 50, float, 0, 60_000) / 1000
-        if abandon_after < 1:
-            raise ValueError("abandon_after must be at least 1 second")
-        self.abandon_after = abandon_after
-        self.heartbeat_interval = abandon_after / 3
-        self.stop_timeout = stop_timeout
-        self.live_buffer_bytes = live_buffer_bytes
+        size = _setting("batch_size", batch_size, "S2_BATCH_SIZE", 100, 1, MAX_BATCH_RECORDS)
+        if size != int(size):
+            raise ConfigurationError("batch_size" if batch_size is not None else "S2_BATCH_SIZE",
+                                     f"must be a whole number, not {size!r}")
+        self.batch_size = int(size)
+        linger_ms = _setting("linger", None if linger is None else linger * 1000, "S2_LINGER_DURATION", 50, 0, 60_000)
+        self.linger = linger_ms / 1000
+        self.abandon_after = _setting("abandon_after", abandon_after, "", 30, 1, 86_400)
+        self.heartbeat_interval = self.abandon_after / 3
+        self.stop_timeout = _setting("stop_timeout", stop_timeout, "", 10, 0, 3_600)
+        self.live_buffer_bytes = int(_setting("live_buffer_bytes", live_buffer_bytes, "", 0, 1, 2**40))
         self._owns_log = log is None
         self.log: Log = log if log is not None else self._default_log()
         self._lock = threading.Lock()
-        self._producers: dict[str, _Producer] = {}
+        self._producers: dict[tuple[str, str], _Producer] = {}  # by (stream id, session token)
         self._watching = False
         self._closed = threading.Event()
         _CONTEXTS.add(self)
@@ -690,18 +747,24 @@ class ResumableStreamContext:
         self._check(stream_id)
         self._watch_stops()
         token = _wire.new_token(_wire.SESSION)
+        producer = _Producer(self, stream_id, token, make_stream)
+        with self._lock:  # registered before claiming, so that no stop request for it can be missed
+            if self._closed.is_set():
+                raise ResumableStreamError("the context is closed")
+            self._producers[stream_id, token] = producer
         try:
-            ack = self._claim(stream_id, token)
+            self._claim(stream_id, token)
         except FencingTokenMismatch as exc:
+            producer.discard()
             if _wire.terminal_state(exc.current_token) is not None:
                 return None
             logger.debug("stream %r is already claimed; joining it", stream_id)
             return ResumableStream(self, stream_id)
+        except BaseException:
+            producer.discard()
+            raise
         logger.info("stream %r created", stream_id)
-        producer = _Producer(self, stream_id, token, ack.end.seq_num, make_stream)
-        stream: ResumableStream[Chunk] = ResumableStream(self, stream_id, after=ack.start.seq_num, producer=producer)
-        with self._lock:
-            self._producers[stream_id] = producer
+        stream: ResumableStream[Chunk] = ResumableStream(self, stream_id, after=0, producer=producer)
         producer.start()
         return stream
 
@@ -711,20 +774,28 @@ class ResumableStreamContext:
         """The same operation as :meth:`create_new_resumable_stream`: create, or join the run in progress."""
         return self.create_new_resumable_stream(stream_id, make_stream)
 
-    def _claim(self, stream_id: str, token: str) -> Any:
-        """Append the fence ``token`` as the stream's first record; the ack, or FencingTokenMismatch."""
-        for first_try in (True, False):
-            try:
-                return self.log.append(stream_id, [Record.fence(token)], fencing_token="", match_seq_num=0)
-            except NotFound:
-                if not first_try:
-                    raise
-                self.log.ensure_stream(stream_id)  # the basin does not create streams on append
-            except SeqNumMismatch as exc:
-                raise ResumableStreamError(
-                    f"stream {stream_id!r} holds records that resumable_stream did not write; use another id"
-                ) from exc
-        raise AssertionError("unreachable")
+    def _claim(self, stream_id: str, token: str) -> None:
+        """Append the fence ``token`` as the stream's first record, or raise FencingTokenMismatch."""
+        try:
+            self._ensuring(
+                stream_id,
+                lambda: self.log.append(stream_id, [Record.fence(token)], fencing_token="", match_seq_num=0),
+            )
+        except FencingTokenMismatch as exc:
+            if exc.current_token != token:  # our own fence means our claim landed after all
+                raise
+        except SeqNumMismatch as exc:
+            raise ResumableStreamError(
+                f"stream {stream_id!r} holds records that resumable_stream did not write; use another id"
+            ) from exc
+
+    def _ensuring(self, stream: str, operation: Callable[[], T]) -> T:
+        """Run ``operation``; if ``stream`` does not exist (the basin creates no streams on demand), create it first."""
+        try:
+            return operation()
+        except NotFound:
+            self.log.ensure_stream(stream)
+            return operation()
 
     # -- reading ---------------------------------------------------------
 
@@ -827,11 +898,7 @@ class ResumableStreamContext:
 
     def _send_stop(self, stream_id: str, token: str) -> None:
         request = [_wire.stop_request(stream_id, token)]
-        try:
-            self.log.append(_wire.CONTROL_STREAM, request)
-        except NotFound:
-            self.log.ensure_stream(_wire.CONTROL_STREAM)
-            self.log.append(_wire.CONTROL_STREAM, request)
+        self._ensuring(_wire.CONTROL_STREAM, lambda: self.log.append(_wire.CONTROL_STREAM, request))
 
     def _await_end(self, stream_id: str, position: int, timeout: float) -> bool:
         """Wait up to ``timeout`` for a terminal record at or after ``position``."""
@@ -846,17 +913,23 @@ class ResumableStreamContext:
         return False
 
     def _fence(self, stream_id: str, token: str | None, state: StreamState) -> None:
-        """End the stream with a terminal fence, if it is still held by ``token``."""
-        for _ in range(10):
-            tail = self.log.check_tail(stream_id).seq_num
+        """End the stream in ``state`` at its tail, if it is still held by ``token``; give up if it keeps moving."""
+        deadline = time.monotonic() + _FENCE_PATIENCE
+        tail = self.log.check_tail(stream_id).seq_num
+        while True:
             try:
-                self.log.append(stream_id, _wire.terminal_records(state.value), fencing_token=token, match_seq_num=tail)
+                self._write_terminal(stream_id, token, state, tail)
                 return
-            except SeqNumMismatch:
-                continue  # the producer wrote meanwhile; try again at the new tail
+            except SeqNumMismatch as exc:
+                if time.monotonic() >= deadline:
+                    raise ResumableStreamError(f"could not end stream {stream_id!r}: it kept moving") from None
+                tail = exc.next_seq_num  # the producer wrote meanwhile; try again at the new tail
             except FencingTokenMismatch:
                 return  # it ended meanwhile
-        raise ResumableStreamError(f"could not end stream {stream_id!r}: it kept moving")
+
+    def _write_terminal(self, stream_id: str, token: str | None, state: StreamState, tail: int) -> AppendAck:
+        """Append the records that end the stream in ``state``, if ``token`` holds it and its tail is ``tail``."""
+        return self.log.append(stream_id, _wire.terminal_records(state.value), fencing_token=token, match_seq_num=tail)
 
     def _watch_stops(self) -> None:
         """Start the thread that reads stop requests, from the control stream's current tail."""
@@ -865,10 +938,9 @@ class ResumableStreamContext:
                 return
             self._watching = True
         try:
-            position = self.log.check_tail(_wire.CONTROL_STREAM).seq_num
-        except NotFound:
-            self.log.ensure_stream(_wire.CONTROL_STREAM)
-            position = self.log.check_tail(_wire.CONTROL_STREAM).seq_num
+            position = self._ensuring(
+                _wire.CONTROL_STREAM, lambda: self.log.check_tail(_wire.CONTROL_STREAM).seq_num
+            )
         except BaseException:
             with self._lock:
                 self._watching = False
@@ -876,15 +948,23 @@ class ResumableStreamContext:
         threading.Thread(target=self._watch, args=(position,), name="resumable-stream stops", daemon=True).start()
 
     def _watch(self, position: int) -> None:
+        """Read stop requests and stop the matching producers of this process, until the context closes."""
+        try:
+            self._watch_from(position)
+        finally:
+            with self._lock:
+                self._watching = False  # the next create starts another watcher if this one died
+
+    def _watch_from(self, position: int) -> None:
         failures = 0
         while not self._closed.is_set():
             try:
                 batch = self.log.read(_wire.CONTROL_STREAM, seq_num=position, wait=10, clamp=True)
-            except S2Error as exc:
+            except Exception as exc:  # keep watching whatever happens: a dead watcher would make every stop slow
                 if self._closed.is_set():
                     return
                 failures += 1
-                logger.warning("cannot read stop requests (%s); retrying", exc)
+                logger.warning("cannot read stop requests; retrying", exc_info=not isinstance(exc, S2Error))
                 self._closed.wait(min(30.0, 0.5 * 2**failures))
                 continue
             failures = 0
@@ -896,16 +976,15 @@ class ResumableStreamContext:
                 if request is None:
                     continue
                 with self._lock:
-                    producer = self._producers.get(request[0])
-                if producer is not None and producer.token == request[1]:
+                    producer = self._producers.get(request)
+                if producer is not None:
                     producer.request_stop()
 
     # -- lifecycle -------------------------------------------------------
 
     def _forget(self, producer: _Producer) -> None:
         with self._lock:
-            if self._producers.get(producer.stream_id) is producer:
-                del self._producers[producer.stream_id]
+            self._producers.pop((producer.stream_id, producer.token), None)
 
     def _check(self, stream_id: str) -> None:
         validate_stream_name(stream_id)

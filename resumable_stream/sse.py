@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -87,8 +88,14 @@ def sse_frames(stream: ResumableStream[Any], *, keepalive: float = 15.0, ai_sdk:
     """The event-stream body for ``stream``, as bytes to send one by one.
 
     Closing the generator (the client went away) detaches the reader; the
-    stream itself goes on.
+    stream itself goes on. Closing the reader ends the body.
     """
+    if not 0 < keepalive < math.inf:
+        raise ValueError(f"keepalive must be a positive number of seconds, not {keepalive!r}")
+    return _frames(stream, keepalive, ai_sdk)
+
+
+def _frames(stream: ResumableStream[Any], keepalive: float, ai_sdk: bool) -> Iterator[bytes]:
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         while True:
@@ -106,6 +113,8 @@ def sse_frames(stream: ResumableStream[Any], *, keepalive: float = 15.0, ai_sdk:
                 yield format_event(text, id=str(event[0]))
             elif stream.status is not None:
                 yield _end(stream, None, ai_sdk)
+                return
+            elif stream.closed:
                 return
             else:
                 yield b": keep-alive\n\n"

@@ -22,6 +22,7 @@ from resumable_stream import (
     StreamFailed,
     StreamState,
 )
+from resumable_stream.engine import _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
 
 
@@ -582,3 +583,211 @@ def test_a_source_faster_than_the_log_is_paused(stream_name: str) -> None:
         release.set()
         assert sum(1 for _ in live) == 20_000
     assert len(produced) == 20_000
+
+
+# -- regressions found in review -----------------------------------------------------------------------------
+
+
+def run_to_end(stream: Any, timeout: float = 20) -> tuple[list[Any], BaseException | None]:
+    """Read ``stream`` on a thread; its chunks and the exception it ended with. Fails if it does not end."""
+    chunks: list[Any] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            chunks.extend(stream)
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert not reader.is_alive(), "the reader never ended"
+    return chunks, errors[0] if errors else None
+
+
+def test_a_reader_whose_cursor_is_beyond_the_end_still_ends(ctx: ResumableStreamContext, stream_name: str) -> None:
+    gate = threading.Event()
+
+    def make() -> Iterator[str]:
+        yield "a"
+        gate.wait(10)
+        yield "b"
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    ahead = ctx.resume_existing_stream(stream_name, after=50)  # e.g. a reconnect with a cursor not yet durable
+    assert ahead is not None
+    gate.set()
+    assert list(live) == ["a", "b"]
+    assert run_to_end(ahead) == ([], None)
+    assert ahead.status is not None and ahead.status.state is StreamState.COMPLETED
+
+
+def test_readers_ahead_of_the_log_all_learn_of_an_abandonment(log: Log, stream_name: str) -> None:
+    log.append(stream_name, [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
+    log.append(stream_name, [Record(b"x")], fencing_token="session-dead", match_seq_num=1)
+    with ResumableStreamContext(log, abandon_after=1) as ctx:
+        tabs = [ctx.resume_existing_stream(stream_name, after=after) for after in ("5", "5", "1")]
+        results = [run_to_end(tab) for tab in tabs]
+    assert [type(error) for _, error in results] == [StreamAbandoned] * 3
+
+
+def test_the_creators_reader_never_takes_its_own_producer_for_dead(stream_name: str) -> None:
+    slow = threading.Event()
+
+    class SlowLog(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name and len(records) > 1 and not slow.is_set():
+                slow.set()
+                time.sleep(1.5)  # one slow append while the creator is far behind
+            return super().append(stream, records, **kwargs)
+
+    with ResumableStreamContext(SlowLog(), abandon_after=1, live_buffer_bytes=200, linger=0.05) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(300, 0.002))
+        assert live is not None
+        assert next(live) == "tok0 "
+        time.sleep(0.5)  # fall behind: the live queue overflows, the rest comes from the log
+        chunks, error = run_to_end(live)
+        assert error is None
+        assert "tok0 " + "".join(chunks) == text(300)
+        assert ctx.stream_status(stream_name).state is StreamState.COMPLETED
+
+
+def test_a_forced_stop_never_shows_the_creator_what_resumers_cannot_see(stream_name: str) -> None:
+    class LaggingLog(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name and kwargs.get("fencing_token", "").startswith("session-"):
+                time.sleep(0.4)  # the producer's writes lag behind its source
+            return super().append(stream, records, **kwargs)
+
+    log = LaggingLog()
+    with ResumableStreamContext(log) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(50, 0.02))
+        assert live is not None
+        time.sleep(0.6)
+        # A stop that does not wait for the producer fences the stream at its durable tail.
+        with ResumableStreamContext(log, stop_timeout=0) as other:
+            assert other.stop_stream(stream_name).state is StreamState.STOPPED
+        # The producer learns of the fence at its next append; chunks it queued for the creator past the
+        # fence are dropped then. (Chunks the creator had already read cannot be taken back.)
+        assert live._producer is not None and live._producer.done.wait(10)
+        creator = list(live.events())
+        reader = ctx.resume_existing_stream(stream_name, after=0)
+        assert reader is not None
+        assert creator == list(reader.events())
+        assert live.status == reader.status
+
+
+def test_a_stream_fenced_while_its_context_closes_ends_with_the_recorded_outcome(stream_name: str) -> None:
+    log = MemoryLog()
+    ctx = ResumableStreamContext(log)
+    gate = threading.Event()
+
+    def make() -> Iterator[str]:
+        yield "a"
+        gate.wait(10)
+        yield "b"
+
+    live = ctx.create_new_resumable_stream(stream_name, make)
+    assert live is not None
+    assert next(live) == "a"
+    closing = threading.Thread(target=ctx.close, kwargs={"timeout": 5})
+    closing.start()
+    time.sleep(0.2)
+    log.append(stream_name, [Record.fence("end-stopped-by-someone")])  # someone else ends it meanwhile
+    gate.set()
+    chunks, error = run_to_end(live)
+    closing.join(10)
+    assert error is None and chunks in ([], ["b"])  # "b" was produced as the fence landed
+    assert live.status is not None and live.status.state is StreamState.STOPPED and live.status.tail == 3
+
+
+def test_the_stop_watcher_survives_unexpected_errors(stream_name: str) -> None:
+    failed = threading.Event()
+
+    class FlakyLog(MemoryLog):
+        def read(self, stream: str, **kwargs: Any) -> Any:
+            if stream == "resumable-stream.control" and not failed.is_set():
+                failed.set()
+                raise ValueError("a proxy answered with HTML")
+            return super().read(stream, **kwargs)
+
+    log = FlakyLog()
+    with ResumableStreamContext(log, stop_timeout=30) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(10_000, 0.01))
+        assert live is not None
+        assert failed.wait(5)
+        started = time.monotonic()
+        assert ctx.stop_stream(stream_name).state is StreamState.STOPPED
+        assert time.monotonic() - started < 15, "the producer did not answer: the watcher died"
+        list(live)
+
+
+def test_a_stop_during_the_claim_reaches_the_producer(stream_name: str) -> None:
+    claimed = threading.Event()
+    calls = []
+
+    class SlowAckLog(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            ack = super().append(stream, records, **kwargs)
+            if stream == stream_name and kwargs.get("fencing_token") == "" and not claimed.is_set():
+                claimed.set()
+                time.sleep(1.0)  # the claim landed, but its answer is slow to come back
+            return ack
+
+    def make() -> Iterator[str]:
+        calls.append(1)
+        yield "never"
+
+    log = SlowAckLog()
+    with ResumableStreamContext(log, stop_timeout=30) as ctx:
+        results: list[Any] = []
+        creating = threading.Thread(target=lambda: results.append(ctx.create_new_resumable_stream(stream_name, make)))
+        creating.start()
+        assert claimed.wait(5)
+        started = time.monotonic()
+        with ResumableStreamContext(log, stop_timeout=30) as other:
+            assert other.stop_stream(stream_name).state is StreamState.STOPPED
+        assert time.monotonic() - started < 15
+        creating.join(10)
+        assert calls == []  # the model was never called
+        assert list(results[0]) == []
+
+
+def test_a_finished_stream_with_a_full_size_last_chunk_reads_as_finished(ctx: ResumableStreamContext,
+                                                                          stream_name: str) -> None:
+    # The largest record the engine writes, then the terminal fence: both must fit the one read of stream_status.
+    live = ctx.create_new_resumable_stream(stream_name, lambda: iter([b"\xff" * _MAX_CHUNK_BYTES]))
+    assert live is not None
+    assert [len(c) for c in live] == [_MAX_CHUNK_BYTES]
+    assert ctx.stream_status(stream_name).state is StreamState.COMPLETED
+    assert ctx.resume_existing_stream(stream_name) is None
+
+
+def test_text_that_is_not_valid_unicode_reads_the_same_for_everyone(ctx: ResumableStreamContext,
+                                                                   stream_name: str) -> None:
+    live = ctx.create_new_resumable_stream(stream_name, lambda: iter(["a\ud800b", "\ud83d\ude00"]))
+    assert live is not None
+    assert list(live) == ["a\ufffdb", "😀"]
+    reader = ctx.resume_existing_stream(stream_name, after=0)
+    assert reader is not None
+    assert list(reader) == ["a\ufffdb", "😀"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"abandon_after": float("inf")}, "abandon_after"),
+        ({"abandon_after": 0.5}, "abandon_after"),
+        ({"batch_size": 2.7}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"linger": 100}, "linger"),
+        ({"linger": -1}, "linger"),
+        ({"stop_timeout": -1}, "stop_timeout"),
+        ({"live_buffer_bytes": 0}, "live_buffer_bytes"),
+    ],
+)
+def test_settings_are_validated_and_named(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        ResumableStreamContext(MemoryLog(), **settings)

@@ -194,3 +194,27 @@ def test_closing_the_body_detaches_the_reader(ctx: ResumableStreamContext) -> No
     reader = ctx.resume_existing_stream("s", after="0")
     assert reader is not None
     assert list(reader) == ["a", "b"]  # the stream itself went on
+
+
+def test_a_closed_reader_ends_the_body(ctx: ResumableStreamContext) -> None:
+    gate = threading.Event()
+
+    def idle() -> Iterator[str]:
+        gate.wait(10)
+        yield from ()
+
+    live = ctx.create_new_resumable_stream("s", idle)
+    assert live is not None
+    frames = sse_frames(live, keepalive=0.1)
+    next(frames)
+    live.close()  # e.g. from another thread
+    assert [f for f in frames if not f.startswith(b":")] == []
+    gate.set()
+
+
+@pytest.mark.parametrize("keepalive", [0, -1, float("inf"), float("nan")])
+def test_keepalive_must_be_positive(ctx: ResumableStreamContext, keepalive: float) -> None:
+    live = ctx.create_new_resumable_stream("s", lambda: iter(["a"]))
+    assert live is not None
+    with pytest.raises(ValueError, match="keepalive"):
+        sse_frames(live, keepalive=keepalive)
