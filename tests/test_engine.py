@@ -15,15 +15,19 @@ import pytest
 
 from resumable_stream import (
     MemoryLog,
+    NotFound,
     Record,
     ResumableStreamContext,
     ResumableStreamError,
+    S2Client,
     StreamAbandoned,
     StreamFailed,
     StreamState,
 )
 from resumable_stream.engine import _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
+
+from .support import FAST_RETRY
 
 
 @pytest.fixture
@@ -791,3 +795,33 @@ def test_text_that_is_not_valid_unicode_reads_the_same_for_everyone(ctx: Resumab
 def test_settings_are_validated_and_named(settings: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         ResumableStreamContext(MemoryLog(), **settings)
+
+
+@pytest.fixture(params=["memory", "s2"])
+def strict_log(request: pytest.FixtureRequest) -> Iterator[Log]:
+    """A log whose basin creates no streams on append or read, as the README recommends."""
+    if request.param == "memory":
+        yield MemoryLog(create_stream_on_append=False, create_stream_on_read=False)
+        return
+    env = request.getfixturevalue("s2_server").env()
+    client = S2Client(access_token="t", basin="strict-engine", account_endpoint=env["S2_ACCOUNT_ENDPOINT"],
+                      basin_endpoint=env["S2_BASIN_ENDPOINT"], retry=FAST_RETRY)
+    client.ensure_basin({"create_stream_on_append": False, "create_stream_on_read": False})
+    yield client
+    client.close()
+
+
+def test_everything_works_on_a_basin_that_creates_no_streams(strict_log: Log, stream_name: str) -> None:
+    with ResumableStreamContext(strict_log, stop_timeout=5) as ctx:
+        assert ctx.resume_existing_stream(stream_name) is None
+        assert ctx.stream_status(stream_name).state is StreamState.MISSING
+        with pytest.raises(NotFound):
+            strict_log.check_tail(stream_name)  # looking did not create it
+        live = ctx.create_new_resumable_stream(stream_name, tokens(3))
+        assert live is not None
+        assert "".join(live) == text(3)
+        endless = ctx.create_new_resumable_stream(stream_name + "-2", tokens(100_000, 0.01))
+        assert endless is not None
+        next(endless)
+        assert ctx.stop_stream(stream_name + "-2").state is StreamState.STOPPED
+        assert ctx.stop_stream(stream_name + "-3").state is StreamState.STOPPED  # never created
