@@ -53,6 +53,25 @@ def log(request: pytest.FixtureRequest) -> Iterator[Log]:
         yield request.getfixturevalue("s2_client")
 
 
+@pytest.fixture(params=["memory", "s2"])
+def strict_log(request: pytest.FixtureRequest) -> Iterator[Log]:
+    """A log whose basin creates no streams on append or read (as the README recommends)."""
+    if request.param == "memory":
+        yield MemoryLog(create_stream_on_append=False, create_stream_on_read=False)
+        return
+    env = request.getfixturevalue("s2_server").env()
+    client = S2Client(
+        access_token="t",
+        basin="strict-basin",
+        account_endpoint=env["S2_ACCOUNT_ENDPOINT"],
+        basin_endpoint=env["S2_BASIN_ENDPOINT"],
+        retry=FAST_RETRY,
+    )
+    client.ensure_basin({"create_stream_on_append": False, "create_stream_on_read": False})
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def stream_name() -> str:
     return f"stream-{uuid.uuid4().hex[:12]}"

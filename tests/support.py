@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from resumable_stream import RetryPolicy
@@ -51,3 +53,19 @@ def parse_sse(body: str) -> tuple[list[Event], list[str]]:
         elif field == "event":
             name = value
     return events, comments
+
+
+class Gate:
+    """A stream source that yields ``before``, waits (at most 10 s) until :meth:`open`, then yields ``after``."""
+
+    def __init__(self, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
+        self.before, self.after = before, after
+        self._opened = threading.Event()
+
+    def __call__(self) -> Iterator[str]:
+        yield from self.before
+        self._opened.wait(10)
+        yield from self.after
+
+    def open(self) -> None:
+        self._opened.set()

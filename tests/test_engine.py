@@ -19,7 +19,6 @@ from resumable_stream import (
     Record,
     ResumableStreamContext,
     ResumableStreamError,
-    S2Client,
     StreamAbandoned,
     StreamFailed,
     StreamState,
@@ -27,7 +26,7 @@ from resumable_stream import (
 from resumable_stream.engine import _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
 
-from .support import FAST_RETRY
+from .support import Gate
 
 
 @pytest.fixture
@@ -84,20 +83,14 @@ def test_resume_after_every_cursor_delivers_exactly_the_rest(ctx: ResumableStrea
 
 
 def test_a_reader_joining_mid_stream_replays_then_follows(ctx: ResumableStreamContext, stream_name: str) -> None:
-    gate = threading.Event()
-
-    def make() -> Iterator[str]:
-        yield "before "
-        gate.wait(10)
-        yield "after"
-
-    live = ctx.create_new_resumable_stream(stream_name, make)
+    gate = Gate(["before "], ["after"])
+    live = ctx.create_new_resumable_stream(stream_name, gate)
     assert live is not None
     assert next(live) == "before "
     reader = ctx.resume_existing_stream(stream_name)
     assert reader is not None
     assert next(reader) == "before "
-    gate.set()
+    gate.open()
     assert list(reader) == ["after"]
     assert list(live) == ["after"]
 
@@ -154,18 +147,13 @@ def test_racing_creators_run_the_source_exactly_once(ctx: ResumableStreamContext
 
 
 def test_has_existing_stream_while_running(ctx: ResumableStreamContext, stream_name: str) -> None:
-    gate = threading.Event()
-
-    def make() -> Iterator[str]:
-        yield "x"
-        gate.wait(10)
-
-    live = ctx.create_new_resumable_stream(stream_name, make)
+    gate = Gate(["x"])
+    live = ctx.create_new_resumable_stream(stream_name, gate)
     assert live is not None
     assert next(live) == "x"
     assert ctx.has_existing_stream(stream_name) is True
     assert ctx.stream_status(stream_name).state is StreamState.ACTIVE
-    gate.set()
+    gate.open()
     assert list(live) == []
     assert ctx.has_existing_stream(stream_name) == "DONE"
 
@@ -611,18 +599,12 @@ def run_to_end(stream: Any, timeout: float = 20) -> tuple[list[Any], BaseExcepti
 
 
 def test_a_reader_whose_cursor_is_beyond_the_end_still_ends(ctx: ResumableStreamContext, stream_name: str) -> None:
-    gate = threading.Event()
-
-    def make() -> Iterator[str]:
-        yield "a"
-        gate.wait(10)
-        yield "b"
-
-    live = ctx.create_new_resumable_stream(stream_name, make)
+    gate = Gate(["a"], ["b"])
+    live = ctx.create_new_resumable_stream(stream_name, gate)
     assert live is not None
     ahead = ctx.resume_existing_stream(stream_name, after=50)  # e.g. a reconnect with a cursor not yet durable
     assert ahead is not None
-    gate.set()
+    gate.open()
     assert list(live) == ["a", "b"]
     assert run_to_end(ahead) == ([], None)
     assert ahead.status is not None and ahead.status.state is StreamState.COMPLETED
@@ -686,21 +668,15 @@ def test_a_forced_stop_never_shows_the_creator_what_resumers_cannot_see(stream_n
 def test_a_stream_fenced_while_its_context_closes_ends_with_the_recorded_outcome(stream_name: str) -> None:
     log = MemoryLog()
     ctx = ResumableStreamContext(log)
-    gate = threading.Event()
-
-    def make() -> Iterator[str]:
-        yield "a"
-        gate.wait(10)
-        yield "b"
-
-    live = ctx.create_new_resumable_stream(stream_name, make)
+    gate = Gate(["a"], ["b"])
+    live = ctx.create_new_resumable_stream(stream_name, gate)
     assert live is not None
     assert next(live) == "a"
     closing = threading.Thread(target=ctx.close, kwargs={"timeout": 5})
     closing.start()
     time.sleep(0.2)
     log.append(stream_name, [Record.fence("end-stopped-by-someone")])  # someone else ends it meanwhile
-    gate.set()
+    gate.open()
     chunks, error = run_to_end(live)
     closing.join(10)
     assert error is None and chunks in ([], ["b"])  # "b" was produced as the fence landed
@@ -795,20 +771,6 @@ def test_text_that_is_not_valid_unicode_reads_the_same_for_everyone(ctx: Resumab
 def test_settings_are_validated_and_named(settings: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         ResumableStreamContext(MemoryLog(), **settings)
-
-
-@pytest.fixture(params=["memory", "s2"])
-def strict_log(request: pytest.FixtureRequest) -> Iterator[Log]:
-    """A log whose basin creates no streams on append or read, as the README recommends."""
-    if request.param == "memory":
-        yield MemoryLog(create_stream_on_append=False, create_stream_on_read=False)
-        return
-    env = request.getfixturevalue("s2_server").env()
-    client = S2Client(access_token="t", basin="strict-engine", account_endpoint=env["S2_ACCOUNT_ENDPOINT"],
-                      basin_endpoint=env["S2_BASIN_ENDPOINT"], retry=FAST_RETRY)
-    client.ensure_basin({"create_stream_on_append": False, "create_stream_on_read": False})
-    yield client
-    client.close()
 
 
 def test_everything_works_on_a_basin_that_creates_no_streams(strict_log: Log, stream_name: str) -> None:

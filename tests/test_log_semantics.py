@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from resumable_stream import (
     FencingTokenMismatch,
-    MemoryLog,
     NotFound,
     RangeNotSatisfiable,
     Record,
-    S2Client,
     SeqNumMismatch,
 )
 from resumable_stream.log import MAX_BATCH_BYTES, Log
-from resumable_stream.testing import S2Server
-
-from .support import FAST_RETRY
 
 
 def bodies(log: Log, stream: str, **kwargs: object) -> list[bytes]:
@@ -209,26 +203,6 @@ def test_racing_conditional_fences_have_exactly_one_winner(log: Log, stream_name
         thread.join(timeout=30)
     assert len(winners) == 1
     assert losers == [winners[0]] * 7
-
-
-@pytest.fixture(params=["memory", "s2"])
-def strict_log(request: pytest.FixtureRequest) -> Iterator[Log]:
-    """A log whose basin does not create streams on append or read."""
-    if request.param == "memory":
-        yield MemoryLog(create_stream_on_append=False, create_stream_on_read=False)
-        return
-    server: S2Server = request.getfixturevalue("s2_server")
-    env = server.env()
-    client = S2Client(
-        access_token="t",
-        basin="strict-basin",
-        account_endpoint=env["S2_ACCOUNT_ENDPOINT"],
-        basin_endpoint=env["S2_BASIN_ENDPOINT"],
-        retry=FAST_RETRY,
-    )
-    client.ensure_basin({"create_stream_on_append": False, "create_stream_on_read": False})
-    yield client
-    client.close()
 
 
 def test_missing_streams_are_not_found_unless_the_basin_creates_them(strict_log: Log, stream_name: str) -> None:

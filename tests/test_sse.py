@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ import pytest
 from resumable_stream import MemoryLog, Record, ResumableStreamContext
 from resumable_stream.sse import cursor_from, format_event, sse_frames
 
-from .support import parse_sse
+from .support import Gate, parse_sse
 
 
 @pytest.fixture
@@ -113,19 +112,14 @@ def test_ai_sdk_endings(ctx: ResumableStreamContext) -> None:
     assert [json.loads(e.data) for e in events[1:2]] == [{"type": "error", "errorText": "RuntimeError: boom"}]
     assert events[-1].data == "[DONE]" and events[-1].id is not None
 
-    gate = threading.Event()
-
-    def waiting() -> Iterator[str]:
-        yield part
-        gate.wait(10)
-
-    live = ctx.create_new_resumable_stream("stop", waiting)
+    gate = Gate([part])
+    live = ctx.create_new_resumable_stream("stop", gate)
     assert live is not None
     frames = sse_frames(live, ai_sdk=True)
     assert next(frames).startswith(b"retry")
     assert parse_sse(next(frames).decode())[0][0].data == part
     ctx.stop_stream("stop")
-    gate.set()
+    gate.open()
     events, _ = parse_sse(b"".join(frames).decode())
     assert [e.data for e in events] == ['{"type": "abort"}', "[DONE]"]
 
@@ -154,13 +148,8 @@ def test_bytes_chunks_are_sent_as_text() -> None:
 def test_a_log_failure_ends_the_body_without_a_final_event() -> None:
     log = MemoryLog()
     ctx = ResumableStreamContext(log)
-    gate = threading.Event()
-
-    def waiting() -> Iterator[str]:
-        yield "a"
-        gate.wait(10)
-
-    ctx.create_new_resumable_stream("s", waiting)
+    gate = Gate(["a"])
+    ctx.create_new_resumable_stream("s", gate)
     reader = ctx.resume_existing_stream("s")
     assert reader is not None
     frames = sse_frames(reader, keepalive=0.2)
@@ -170,19 +159,13 @@ def test_a_log_failure_ends_the_body_without_a_final_event() -> None:
     rest = b"".join(frames).decode()
     events, _ = parse_sse(rest)
     assert events == []  # the client reconnects with its last cursor instead of seeing an end
-    gate.set()
+    gate.open()
     ctx.close(timeout=1)
 
 
 def test_closing_the_body_detaches_the_reader(ctx: ResumableStreamContext) -> None:
-    gate = threading.Event()
-
-    def waiting() -> Iterator[str]:
-        yield "a"
-        gate.wait(10)
-        yield "b"
-
-    live = ctx.create_new_resumable_stream("s", waiting)
+    gate = Gate(["a"], ["b"])
+    live = ctx.create_new_resumable_stream("s", gate)
     assert live is not None
     frames = sse_frames(live)
     next(frames)
@@ -190,26 +173,21 @@ def test_closing_the_body_detaches_the_reader(ctx: ResumableStreamContext) -> No
     frames.close()  # the client disconnected
     with pytest.raises(StopIteration):
         next(live)
-    gate.set()
+    gate.open()
     reader = ctx.resume_existing_stream("s", after="0")
     assert reader is not None
     assert list(reader) == ["a", "b"]  # the stream itself went on
 
 
 def test_a_closed_reader_ends_the_body(ctx: ResumableStreamContext) -> None:
-    gate = threading.Event()
-
-    def idle() -> Iterator[str]:
-        gate.wait(10)
-        yield from ()
-
-    live = ctx.create_new_resumable_stream("s", idle)
+    gate = Gate()
+    live = ctx.create_new_resumable_stream("s", gate)
     assert live is not None
     frames = sse_frames(live, keepalive=0.1)
     next(frames)
     live.close()  # e.g. from another thread
     assert [f for f in frames if not f.startswith(b":")] == []
-    gate.set()
+    gate.open()
 
 
 @pytest.mark.parametrize("keepalive", [0, -1, float("inf"), float("nan")])
