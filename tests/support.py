@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from resumable_stream import RetryPolicy
 
@@ -69,3 +69,21 @@ class Gate:
 
     def open(self) -> None:
         self._opened.set()
+
+
+def run_to_end(stream: Any, timeout: float = 20) -> tuple[list[Any], BaseException | None]:
+    """Read ``stream`` on a thread; its chunks and the exception it ended with. Fails if it does not end."""
+    chunks: list[Any] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            chunks.extend(stream)
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert not reader.is_alive(), "the reader never ended"
+    return chunks, errors[0] if errors else None

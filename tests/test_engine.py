@@ -26,7 +26,7 @@ from resumable_stream import (
 from resumable_stream.engine import _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
 
-from .support import Gate
+from .support import Gate, run_to_end
 
 
 @pytest.fixture
@@ -485,15 +485,11 @@ def test_close_writes_out_what_was_produced_when_the_deadline_passes(log: Log, s
         assert reader_ctx.stream_status(stream_name).state is StreamState.ABANDONED
         reader = reader_ctx.resume_existing_stream(stream_name, after="0")
         assert reader is not None
-        persisted = []
-        with pytest.raises(StreamAbandoned):
-            for chunk in reader:
-                persisted.append(chunk)
+        persisted, error = run_to_end(reader)
+        assert isinstance(error, StreamAbandoned)
     # Everything the creator saw was written out, and nothing else.
-    rest = []
-    with pytest.raises(StreamAbandoned):
-        for chunk in live:
-            rest.append(chunk)
+    rest, error = run_to_end(live)
+    assert isinstance(error, StreamAbandoned)
     assert persisted == first + rest
     assert len(persisted) < 1000
 
@@ -578,24 +574,6 @@ def test_a_source_faster_than_the_log_is_paused(stream_name: str) -> None:
 
 
 # -- regressions found in review -----------------------------------------------------------------------------
-
-
-def run_to_end(stream: Any, timeout: float = 20) -> tuple[list[Any], BaseException | None]:
-    """Read ``stream`` on a thread; its chunks and the exception it ended with. Fails if it does not end."""
-    chunks: list[Any] = []
-    errors: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            chunks.extend(stream)
-        except BaseException as exc:
-            errors.append(exc)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert not reader.is_alive(), "the reader never ended"
-    return chunks, errors[0] if errors else None
 
 
 def test_a_reader_whose_cursor_is_beyond_the_end_still_ends(ctx: ResumableStreamContext, stream_name: str) -> None:

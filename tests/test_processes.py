@@ -16,7 +16,7 @@ import pytest
 from resumable_stream import ResumableStreamContext, S2Client, StreamAbandoned, StreamState
 from resumable_stream.testing import S2Server
 
-from .support import BASIN, FAST_RETRY
+from .support import BASIN, FAST_RETRY, run_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,11 +164,9 @@ def test_graceful_shutdown_writes_out_everything_produced(
     assert ctx.stream_status(stream_name).state is StreamState.ABANDONED
     reader = ctx.resume_existing_stream(stream_name, after="0")
     assert reader is not None
-    persisted = []
-    with pytest.raises(StreamAbandoned):
-        for chunk in reader:
-            persisted.append(chunk.strip())
-    assert persisted[: len(seen)] == seen  # nothing the live reader saw is missing
+    persisted, error = run_to_end(reader)
+    assert isinstance(error, StreamAbandoned)
+    assert [c.strip() for c in persisted][: len(seen)] == seen  # nothing the live reader saw is missing
 
 
 def _child_after_fork(ctx: ResumableStreamContext, stream_name: str, queue: multiprocessing.Queue[str]) -> None:

@@ -307,27 +307,6 @@ def test_one_client_shared_by_many_threads(client: S2Client) -> None:
     assert sum(client.check_tail(f"shared-{k}").seq_num for k in range(4)) == 16 * 20
 
 
-def test_racing_conditional_fences_over_http_have_one_winner(client: S2Client) -> None:
-    winners: list[str] = []
-    barrier = threading.Barrier(10)
-
-    def claim(token: str) -> None:
-        barrier.wait(timeout=10)
-        try:
-            client.append("race", [Record.fence(token)], fencing_token="", match_seq_num=0)
-            winners.append(token)
-        except FencingTokenMismatch:
-            pass
-
-    threads = [threading.Thread(target=claim, args=(f"t{i}",)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert len(winners) == 1
-    assert client.read("race", seq_num=0).records[0].body == winners[0].encode()
-
-
 def test_close_cuts_a_backoff_short(s2_server: S2Server) -> None:
     s2_server.faults.add("check_tail", stream="closing", status=503)
     c = client_for(s2_server, retry=RetryPolicy(max_attempts=50, max_elapsed=60, initial_backoff=2, max_backoff=2))
