@@ -410,6 +410,8 @@ class _Producer:
             status = self.ctx._status(self.stream_id)[0]
         except Exception:
             status = StreamStatus(StreamState(_wire.terminal_state(exc.current_token) or "failed"), self.next_seq)
+        if not status.done:  # a fence this library does not write
+            status = StreamStatus(StreamState.FAILED, status.tail, f"fenced by another writer ({exc.current_token!r})")
         with self.cond:
             if status.state is StreamState.ABANDONED:
                 self.error = StreamAbandoned(self.stream_id)

@@ -765,3 +765,17 @@ def test_everything_works_on_a_basin_that_creates_no_streams(strict_log: Log, st
         next(endless)
         assert ctx.stop_stream(stream_name + "-2").state is StreamState.STOPPED
         assert ctx.stop_stream(stream_name + "-3").state is StreamState.STOPPED  # never created
+
+
+def test_a_foreign_fence_fails_the_stream_for_its_creator(stream_name: str) -> None:
+    log = MemoryLog()
+    with ResumableStreamContext(log) as ctx:
+        gate = Gate(["a"], ["b"])
+        live = ctx.create_new_resumable_stream(stream_name, gate)
+        assert live is not None
+        assert next(live) == "a"
+        log.append(stream_name, [Record.fence("not-ours")])  # a writer that does not follow the protocol
+        gate.open()
+        _, error = run_to_end(live)
+        assert isinstance(error, StreamFailed) and "not-ours" in error.message
+        assert live.status is not None and live.status.state is StreamState.FAILED
