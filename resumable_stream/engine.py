@@ -490,6 +490,16 @@ class ResumableStream(Generic[Chunk]):
         while (event := self._next_event(None)) is not None:
             yield str(event[0]), event[1]
 
+    def next_event(self, timeout: float | None = None) -> tuple[str, Chunk] | None:
+        """The next ``(cursor, chunk)``, waiting at most ``timeout`` seconds (``None``: until there is one).
+
+        Returns ``None`` when the timeout passes first, when the stream has
+        ended (then :attr:`status` is set) or when the reader is closed; a
+        failed or abandoned stream raises, as iterating does.
+        """
+        event = self._next_event(timeout)
+        return None if event is None else (str(event[0]), event[1])
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""

@@ -100,7 +100,7 @@ def _frames(stream: ResumableStream[Any], keepalive: float, ai_sdk: bool) -> Ite
         yield f"retry: {RETRY_MS}\n\n".encode()
         while True:
             try:
-                event = stream._next_event(keepalive)
+                event = stream.next_event(keepalive)
             except Exception as exc:
                 if stream.status is None:  # the log failed, not the stream: let the client reconnect
                     logger.warning("reading stream %r failed: %s; ending the response", stream.stream_id, exc)
@@ -110,7 +110,7 @@ def _frames(stream: ResumableStream[Any], keepalive: float, ai_sdk: bool) -> Ite
             if event is not None:
                 chunk = event[1]
                 text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
-                yield format_event(text, id=str(event[0]))
+                yield format_event(text, id=event[0])
             elif stream.status is not None:
                 yield _end(stream, None, ai_sdk)
                 return
