@@ -36,7 +36,7 @@ from typing import Any
 from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from .engine import ResumableStream
+from .reader import ResumableStream
 from .sse import AI_SDK_HEADERS, HEADERS, cursor_from, sse_frames
 
 __all__ = ["resume_cursor", "sse_response"]

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from flask import Flask, Request, Response, abort, current_app
 from flask import request as current_request
 
-from .engine import ResumableStream
+from .reader import ResumableStream
 from .sse import AI_SDK_HEADERS, HEADERS, cursor_from, sse_frames
 
 __all__ = ["resume_cursor", "sse_response", "with_app_context"]

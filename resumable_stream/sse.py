@@ -37,7 +37,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from .engine import ResumableStream, StreamState, parse_cursor
+from .protocol import StreamState
+from .reader import ResumableStream, parse_cursor
 
 __all__ = ["AI_SDK_HEADERS", "HEADERS", "cursor_from", "format_event", "sse_frames"]
 

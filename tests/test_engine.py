@@ -23,7 +23,7 @@ from resumable_stream import (
     StreamFailed,
     StreamState,
 )
-from resumable_stream.engine import _MAX_CHUNK_BYTES
+from resumable_stream.producer import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
 
 from .support import Gate, run_to_end
@@ -358,10 +358,11 @@ def test_stop_ends_a_stream_whose_producer_is_gone(log: Log, stream_name: str) -
 
 
 def test_readers_of_an_abandoned_stream_end_within_the_bound(log: Log, stream_name: str) -> None:
-    # The producer died after its claim and one chunk: nothing will ever be written again.
-    log.append(stream_name, [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
-    log.append(stream_name, [Record(b"partial")], fencing_token="session-dead", match_seq_num=1)
-    with ResumableStreamContext(log, abandon_after=1.5) as ctx:
+    # A producer of ours (its claim declares a silence bound of 1 s) died after its claim and one chunk:
+    # nothing will ever be written again.
+    log.append(stream_name, [Record.fence("session-1s-dead")], fencing_token="", match_seq_num=0)
+    log.append(stream_name, [Record(b"partial")], fencing_token="session-1s-dead", match_seq_num=1)
+    with ResumableStreamContext(log, abandon_after=30) as ctx:
         reader = ctx.resume_existing_stream(stream_name)
         assert reader is not None
         started = time.monotonic()
@@ -665,11 +666,11 @@ def test_the_stop_watcher_survives_unexpected_errors(stream_name: str) -> None:
     failed = threading.Event()
 
     class FlakyLog(MemoryLog):
-        def read(self, stream: str, **kwargs: Any) -> Any:
+        def read_session(self, stream: str, **kwargs: Any) -> Any:
             if stream == "resumable-stream.control" and not failed.is_set():
                 failed.set()
                 raise ValueError("a proxy answered with HTML")
-            return super().read(stream, **kwargs)
+            return super().read_session(stream, **kwargs)
 
     log = FlakyLog()
     with ResumableStreamContext(log, stop_timeout=30) as ctx:
