@@ -70,6 +70,53 @@ class _Counters:
         urllib3.connection.HTTPConnection.connect = counted_connect  # type: ignore[method-assign]
 
 
+class _Bare:
+    """The workload without the library: each source runs on a thread of its own and hands its tokens to
+    its readers through a list and a condition. What the workload's threads cost on this machine."""
+
+    class Stream:
+        def __init__(self, source: Any) -> None:
+            self.tokens: list[str] = []
+            self.done = False
+            self.cond = threading.Condition(threading.Lock())
+            self.status = None
+            threading.Thread(target=self._pump, args=(source,), daemon=True).start()
+
+        def _pump(self, source: Any) -> None:
+            for token in source():
+                with self.cond:
+                    self.tokens.append(token)
+                    self.cond.notify_all()
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+        def reader(self) -> Iterator[str]:
+            seen = 0
+            while True:
+                with self.cond:
+                    while seen == len(self.tokens) and not self.done:
+                        self.cond.wait(1.0)
+                    if seen == len(self.tokens):
+                        return
+                    token = self.tokens[seen]
+                seen += 1
+                yield token
+
+    def __init__(self) -> None:
+        self.streams: dict[str, _Bare.Stream] = {}
+
+    def create_new_resumable_stream(self, stream_id: str, source: Any) -> Iterator[str]:
+        stream = self.streams[stream_id] = _Bare.Stream(source)
+        return stream.reader()
+
+    def resume_existing_stream(self, stream_id: str) -> Iterator[str]:
+        return self.streams[stream_id].reader()
+
+    def close(self) -> None:
+        pass
+
+
 def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
     from resumable_stream import MemoryLog, S2Client
 
@@ -84,9 +131,14 @@ def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
 
 def measure(kind: str, n: int, url: str | None, waves: int) -> dict[str, Any]:
     """Run the workload ``waves`` times in this process; the figures of each wave."""
-    from resumable_stream import ResumableStreamContext
+    from resumable_stream import ResumableStreamContext, context
 
+    if os.environ.get("BENCH_WRITERS"):  # for experiments with the writer's concurrency
+        context._WRITERS = int(os.environ["BENCH_WRITERS"])
     counters = _Counters()
+    if kind == "bare":
+        bare = _Bare()
+        return {"waves": [_wave(bare, bare, n, counters) for _ in range(waves)]}
     producer_log, resumer_log = _make_logs(kind, url)
     producer = ResumableStreamContext(producer_log)
     resumer = ResumableStreamContext(resumer_log)
@@ -116,15 +168,22 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters) -> dict[str,
         while not sampling.wait(0.1):
             peak_threads = max(peak_threads, threading.active_count())
 
+    created = [threading.Event() for _ in range(n)]
+
     def live_thread(j: int, start: float, sent: list[float], receiver: Receiver) -> None:
         time.sleep(max(0.0, start - time.perf_counter()))
-        stream = producer.create_new_resumable_stream(f"scale-{run}-{j}", paced_source(TOKENS, RATE, sent))
+        try:
+            stream = producer.create_new_resumable_stream(f"scale-{run}-{j}", paced_source(TOKENS, RATE, sent))
+        finally:
+            created[j].set()
         if stream is None:
             receiver.errors.append("create returned None")
             return
         receiver.consume(stream)
 
     def resumer_thread(j: int, start: float, receiver: Receiver) -> None:
+        # As in the peer's benchmark: 1 s after the create call began, and not before it returned.
+        created[j].wait()
         time.sleep(max(0.0, start + JOIN_AFTER - time.perf_counter()))
         joined = time.perf_counter()
         stream = resumer.resume_existing_stream(f"scale-{run}-{j}")
@@ -231,7 +290,7 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False) -> dict[str
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         return result
 
-    if kind == "memory":
+    if kind != "http":
         return run(None)
     with s2_server() as (url, pid):
         cpu0 = _process_cpu(pid)
@@ -308,13 +367,14 @@ def _states(states: dict[str, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(states.items()))
 
 
-_LABELS = {"memory": "ours, MemoryLog", "http": "ours, local S2 over HTTP"}
+_LABELS = {"bare": "no library (threads only)", "memory": "ours, MemoryLog", "http": "ours, local S2 over HTTP"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", default="100,500,1000", help="comma-separated N (default: %(default)s)")
-    parser.add_argument("--logs", default="memory,http", help="memory, http or both (default: %(default)s)")
+    parser.add_argument("--logs", default="bare,memory,http",
+                        help="bare (the workload without the library), memory, http (default: %(default)s)")
     parser.add_argument("--waves", type=int, default=1, help="run the workload this many times per process")
     parser.add_argument("--no-peer", action="store_true", help="do not run the peer")
     parser.add_argument("--gevent", action="store_true", help="monkey-patch with gevent first (needs gevent)")

@@ -97,10 +97,14 @@ class Transport:
         # (A blocking urllib3 pool would do the same, but would wait forever once urllib3's own exit hook has
         # emptied it, before our exit hook writes the last records.)
         self._slots = threading.BoundedSemaphore(max_connections)
-        self._unary = self._pool(endpoint, max_connections)
-        self._sessions = self._pool(endpoint, max_connections)
+        self._proxied = False
+        self._unary = self._manager(endpoint, max_connections)
+        self._sessions = self._manager(endpoint, max_connections)
+        self._unary_timeout = urllib3.Timeout(connect=connect_timeout, read=request_timeout)
+        self._session_timeout = urllib3.Timeout(connect=connect_timeout, read=SESSION_SILENCE)
+        self._pools: dict[tuple[int, str], urllib3.HTTPConnectionPool] = {}
 
-    def _pool(self, endpoint: str, size: int) -> urllib3.PoolManager:
+    def _manager(self, endpoint: str, size: int) -> urllib3.PoolManager:
         options: dict[str, Any] = {"num_pools": 4, "maxsize": size, "block": False, "retries": False}
         bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
                   or requests.utils.DEFAULT_CA_BUNDLE_PATH)
@@ -110,12 +114,25 @@ class Transport:
         if proxy:
             user, password = requests.utils.get_auth_from_url(proxy)
             headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+            self._proxied = True
             return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
         return urllib3.PoolManager(**options)
 
     def close(self) -> None:
+        self._pools.clear()
         self._unary.clear()
         self._sessions.clear()
+
+    def _urlopen(self, manager: urllib3.PoolManager, method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
+        """``manager.urlopen``, straight to the host's cached pool when no proxy is in the way."""
+        if self._proxied:
+            return manager.urlopen(method, url, **options)
+        cut = url.index("/", url.index("//") + 2)
+        key = (id(manager), url[:cut])
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = manager.connection_from_url(url[:cut])
+        return pool.urlopen(method, url[cut:], assert_same_host=False, **options)
 
     def _headers(self, headers: Mapping[str, str] | None) -> _Headers:
         out = _Headers(self._base_headers)
@@ -136,13 +153,15 @@ class Transport:
             data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
             all_headers["Content-Type"] = "application/json"
         target = f"{url}?{urlencode(params)}" if params else url
-        timeout = urllib3.Timeout(connect=self._connect_timeout, read=self._request_timeout + wait)
+        timeout = self._unary_timeout
+        if wait:
+            timeout = urllib3.Timeout(connect=self._connect_timeout, read=self._request_timeout + wait)
         failure: Failure | None = None
         if not self._slots.acquire(timeout=self._connect_timeout + self._request_timeout):
             raise Failure(Unavailable(f"{method} {_path(url)}: no free connection"), retryable=True, ambiguous=False)
         try:
-            response = self._unary.request(method, target, body=data, headers=all_headers, timeout=timeout,
-                                           redirect=False, retries=False)
+            response = self._urlopen(self._unary, method, target, body=data, headers=all_headers, timeout=timeout,
+                                     redirect=False, retries=False)
         except urllib3.exceptions.HTTPError as exc:
             failure = _transport_failure(method, url, exc)
         finally:
@@ -163,11 +182,11 @@ class Transport:
         """Open an SSE read session; the 200 response, not yet read. Raises as :meth:`request` does."""
         all_headers = self._headers(headers)
         all_headers["Accept"] = "text/event-stream"
-        timeout = urllib3.Timeout(connect=self._connect_timeout, read=SESSION_SILENCE)
         failure: Failure | None = None
         try:
-            response = self._sessions.request("GET", f"{url}?{urlencode(params)}", headers=all_headers,
-                                              timeout=timeout, redirect=False, retries=False, preload_content=False)
+            response = self._urlopen(self._sessions, "GET", f"{url}?{urlencode(params)}", headers=all_headers,
+                                     timeout=self._session_timeout, redirect=False, retries=False,
+                                     preload_content=False)
         except urllib3.exceptions.HTTPError as exc:
             failure = _transport_failure("GET", url, exc)
         if failure is not None:

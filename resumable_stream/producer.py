@@ -133,7 +133,7 @@ class Producer:
         self._schedule_at_writer = schedule
         self._on_done = on_done
         self._default_bound = default_bound
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._is_bytes: bool | None = None
         self._next_seq = 1  # the claim is record 0
         self._pending: list[Record] = []

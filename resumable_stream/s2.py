@@ -512,6 +512,10 @@ class S2Client:
         """
         if self._closed.is_set():
             raise Unavailable("the S2 client is closed")
+        try:
+            return attempt()  # the common case, without building a retry loop
+        except Failure as failure:
+            first: Failure | None = failure
         policy = self.retry
         budget = policy.max_elapsed + waits
         if deadline is not None:
@@ -544,8 +548,16 @@ class S2Client:
             before_sleep=before_sleep,
             reraise=True,
         )
+        def replayed() -> T:
+            # The first attempt has failed already: tenacity sees its failure, then makes the next attempts.
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return attempt()
+
         try:
-            return retrying(attempt)
+            return retrying(replayed)
         except Failure as failure:
             error = failure.error
         raise error

@@ -41,7 +41,7 @@ class Writer:
     def __init__(self, log: Log, threads: int) -> None:
         self._log = log
         self._max_threads = threads
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, int, Producer]] = []  # (due, tie-breaker, entry, producer)
         self._order = itertools.count()
         self._threads = 0
