@@ -7,8 +7,8 @@ cursor, so a reloaded page continues where it was.
 
 The public names are re-exported here; the modules are ``s2`` (the S2
 client), ``memory`` (the in-process log), ``engine`` (the context),
-``sse``, ``flask`` and ``django`` (web helpers) and ``testing`` (a local
-S2-compatible server).
+``sse``, ``flask`` and ``django`` (web helpers), ``ai_sdk`` (the Vercel AI
+SDK's ``useChat``) and ``testing`` (a local S2-compatible server).
 """
 
 import logging
