@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,24 @@ def block(document: str, heading: str, index: int = 0) -> str:
     raise AssertionError(f"{document} has no block {index} under the heading {heading!r}")
 
 
+def command(code: str, program: str, **replace: str) -> list[str]:
+    """The arguments after ``program`` in the one command of a shell block (comments dropped), with ``replace``.
+
+    ``replace`` maps an option to the value the test needs instead (``port="0"`` for ``--port 8000``).
+    """
+    lines = [line.split("#", 1)[0].strip() for line in code.splitlines()]
+    [line] = [line for line in lines if line]
+    assert line.startswith(program + " "), f"expected a {program!r} command, not {line!r}"
+    args = shlex.split(line[len(program) :])
+    for option, value in replace.items():
+        flag = "--" + option.replace("_", "-")
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return args
+
+
 def run_python(
     code: str, namespace: dict[str, Any] | None = None, name: str = "README.md"
 ) -> tuple[str, dict[str, Any]]:
@@ -80,5 +99,22 @@ def run_python(
     return out.getvalue(), scope
 
 
-#: Every block that runs, and the test that runs it as written.
-RUN_BY: dict[tuple[str, str, int], str] = {}
+_FLASK_CHAT = "examples/flask_chat/README.md"
+#: Every block that runs, and the test module that runs it as written.
+RUN_BY: dict[tuple[str, str, int], str] = {
+    ("README.md", "resumable_stream", 0): "test_readme",
+    ("README.md", "Install", 0): "test_install",
+    ("README.md", "A plain script", 0): "test_readme",
+    ("README.md", "Quick start (Flask)", 0): "test_readme",
+    ("README.md", "Quick start (Flask)", 1): "test_readme",
+    ("README.md", "Vercel AI SDK `useChat`", 0): "test_ai_sdk",
+    ("README.md", "Django", 0): "test_django",
+    ("README.md", "What clients see of a failure", 0): "test_readme",
+    ("README.md", "Logging", 0): "test_readme",
+    ("README.md", "Logging", 1): "test_readme",
+    ("README.md", "The local S2-compatible server", 0): "test_readme",
+    ("README.md", "The local S2-compatible server", 1): "test_readme",
+    ("README.md", "The chat examples", 0): "test_readme",
+    (_FLASK_CHAT, "Development server (one process)", 0): "test_chat_app",
+    (_FLASK_CHAT, "gunicorn, several worker processes", 0): "test_gunicorn",
+}

@@ -29,7 +29,7 @@ from resumable_stream.ai_sdk import ChatAnswers, ChatRequest, message_text, pars
 from resumable_stream.sse import GENERIC_ERROR, sse_frames
 from resumable_stream.testing import S2Server
 
-from .readme_blocks import RUN_BY, block, run_python
+from .readme_blocks import block, run_python
 from .support import BASIN, Gate, parse_sse
 
 JS_DIR = Path(__file__).resolve().parent / "ai_sdk_js"
@@ -37,7 +37,6 @@ VERSIONS = ("ai5", "ai6", "ai7")
 WORDS = re.findall(r"\S+", "The quick brown fox jumps over the lazy dog, and then it runs far away")
 FULL = "".join(word + " " for word in WORDS)
 README_ROUTES = ("README.md", "Vercel AI SDK `useChat`", 0)
-RUN_BY[README_ROUTES] = __name__
 
 
 def call_the_model(prompt: str) -> Iterator[str]:
@@ -174,7 +173,8 @@ def readme_app(s2_server: S2Server) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as env:
         for name, value in s2_server.env(BASIN).items():
             env.setenv(name, value)
-        _, scope = run_python(block(*README_ROUTES), {"call_the_model": call_the_model})
+        _, scope = run_python(block(*README_ROUTES))
+    scope["call_the_model"] = call_the_model  # the routes call the test's model in place of the stand-in
     server = make_server("127.0.0.1", 0, scope["app"], threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()

@@ -27,6 +27,7 @@ from resumable_stream import MemoryLog, Record, ResumableStreamContext
 from resumable_stream.log import Log
 
 from .chat_helpers import AppProcess, app_env, read_answer, sse_events
+from .readme_blocks import block, command
 from .support import Event, parse_sse
 
 MESSAGE = "Is this resumable?"
@@ -247,7 +248,10 @@ def test_streams_are_created_where_the_basin_does_not_create_them_on_demand(chat
 
 
 def test_the_dev_server_command_serves_the_chat_and_says_which_log_it_uses() -> None:
-    app = AppProcess(["--port", "0"], app_env(FAKE_MODEL_TOKENS_PER_SECOND="0"))
+    """The example README's command, on a free port."""
+    readme = block("examples/flask_chat/README.md", "Development server (one process)")
+    args = command(readme, "python -m examples.flask_chat", port="0")
+    app = AppProcess(args, app_env(FAKE_MODEL_TOKENS_PER_SECOND="0"))
     try:
         url = app.await_output(lambda text: re.search(r"Running on (http://\S+)", text)).group(1)
         banner = app.output()
