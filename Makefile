@@ -4,6 +4,7 @@
 #   make test   install into .venv-test (and the Debian packages the tests need) and run every test
 # Each creates its own virtualenv; nothing else has to be installed by hand.
 #   make dist   build the sdist and the wheel into $(DIST) (default dist/)
+#   make screenshots   take the README's picture of the chat example again (docs/flask_chat.png)
 
 PYTHON ?= python3
 RUN_VENV := .venv-run
@@ -15,7 +16,7 @@ DIST ?= dist
 # -qq: pip at -q also prints setuptools' notice about editable installs, which needs no action here.
 PIP_QUIET := --quiet --quiet
 
-.PHONY: run test lint clean dist
+.PHONY: run test lint clean dist screenshots
 
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/python -m examples.flask_chat --host $(HOST) --port $(PORT) $(ARGS)
@@ -23,6 +24,9 @@ run: $(RUN_VENV)/.installed
 dist: $(TEST_VENV)/.installed
 	rm -rf $(DIST)
 	$(TEST_VENV)/bin/python -m build --outdir $(DIST) .
+
+screenshots: $(TEST_VENV)/.installed
+	UPDATE_SCREENSHOTS=1 $(TEST_VENV)/bin/python -m pytest tests/test_browser.py -k screenshot
 
 test: $(TEST_VENV)/.installed
 	.ci/system-packages

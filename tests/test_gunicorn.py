@@ -83,6 +83,7 @@ def check_cross_worker_resume(chat: Chat, chat_id: str) -> None:
     message = f"hello from {chat_id}"
     with requests.post(f"{chat.url}/api/chat/{chat_id}", json={"message": message}, stream=True, timeout=30) as r:
         assert r.status_code == 200
+        assert r.headers["X-Server-Software"].startswith("gunicorn/")  # the page labels the pid a gunicorn worker
         creator = r.headers["X-Worker-Pid"]
         head, cursor, final = read_answer(sse_events(r.iter_content(chunk_size=None)), limit=5)
     assert final is None and cursor is not None  # left mid-answer; the answer goes on in the creator's worker
