@@ -1,7 +1,6 @@
 """examples/flask_chat's page, end to end in headless Chromium driven by Playwright.
 
-The browser is Debian's ``/usr/bin/chromium`` (packages ``chromium`` and
-``chromium-driver``), never one Playwright downloads. The app runs on a real
+The browser is Debian's Chromium (see ``browser_helpers``). The app runs on a real
 local port, on the in-process log, with the fake model slow enough that an
 answer is still being written when the test reloads or stops it. Every check
 reads what the page shows: the answer's text, its state badge and message,
@@ -30,20 +29,15 @@ from examples.flask_chat.app import create_app
 from examples.flask_chat.models import FakeModel, fake_answer
 from resumable_stream import MemoryLog, Record, ResumableStreamContext
 
+from .browser_helpers import browser as browser
 from .support import Gate
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 #: The fake model's rate: its answer (about 110 words) takes about 4 s, long enough to reload or stop it midway.
 TOKENS_PER_SECOND = 25
-TIMEOUT_MS = 20_000
 
 
 @dataclass
@@ -68,31 +62,6 @@ def app() -> Iterator[App]:
     server.shutdown()
     server.server_close()
     thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Headless Chromium with a fresh profile. Fails, not skips, when it is not installed."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. `make test` installs it "
-            "(or run: apt-get install -y chromium chromium-driver)"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(
-            "the browser tests need Playwright for Python: `make test` installs it (or: pip install playwright)"
-        )
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 860},
-        )  # fmt: skip
-        context.set_default_timeout(TIMEOUT_MS)
-        yield context
-        context.close()
 
 
 def fresh_chat(app: App, name: str) -> str:
