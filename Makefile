@@ -45,4 +45,4 @@ $(TEST_VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(RUN_VENV) $(TEST_VENV) tests/js/node_modules tests/ai_sdk_js/node_modules dist build *.egg-info
+	rm -rf $(RUN_VENV) $(TEST_VENV) tests/js/node_modules tests/ai_sdk_js/node_modules examples/ai_sdk_chat/client/node_modules dist build *.egg-info

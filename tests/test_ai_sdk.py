@@ -45,7 +45,7 @@ def call_the_model(prompt: str) -> Iterator[str]:
         if "fail" in prompt and i == 3:
             raise RuntimeError("the model's backend db-7 is down")
         if "slow" in prompt:
-            time.sleep(0.04)
+            time.sleep(0.06)
         yield word + " "
 
 

@@ -54,7 +54,6 @@ def test_the_plain_script(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_flask_quick_start_answers_every_message_of_a_chat(monkeypatch: pytest.MonkeyPatch) -> None:
     no_s2(monkeypatch)
     _, scope = run_python(block(README, "Quick start (Flask)"), name="app.py")
-    scope["time"].sleep = lambda _: None  # the stand-in model's pauses only slow the test down
     client = scope["app"].test_client()
     answers = []
     for message in ("hello", "and again"):
