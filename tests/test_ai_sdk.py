@@ -245,6 +245,6 @@ def test_failure_and_stop_reach_the_client_in_its_terms(
 def test_the_chat_class_resumes_on_a_reloaded_page(client_results: dict[str, dict[str, Any]], version: str) -> None:
     chat = client_results[version]["chat"]
     assert chat["writer"] == [FULL] and chat["reloaded"] == [FULL]  # one assistant message, the whole text once
-    assert chat["sameId"] is True and chat["status"] == "ready"
+    assert chat["sameId"] is True and chat["status"] == "ready" and chat["error"] is None
     assert chat["idleMessages"] == 0  # after the end, resumeStream finds nothing (204)
     assert chat["failStatus"] == "error" and chat["failError"] == GENERIC_ERROR

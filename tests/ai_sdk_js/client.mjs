@@ -122,14 +122,20 @@ class Chat extends AbstractChat {
   const writer = new Chat(chatId);
   const sending = writer.sendMessage({ text: "slow answer for the chat class" });
   const started = Date.now();
-  while (textOf(writer.messages.at(-1)).split(" ").length < 4 && Date.now() - started < 10000) {
+  const answerSoFar = () => textOf(writer.messages.find((m) => m.role === "assistant"));
+  while (answerSoFar().split(" ").length < 4 && Date.now() - started < 10000) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const reloaded = new Chat(chatId);
   await reloaded.resumeStream();
   await sending;
   const assistant = (chat) => chat.messages.filter((m) => m.role === "assistant").map(textOf);
-  results.chat = { writer: assistant(writer), reloaded: assistant(reloaded), status: reloaded.status };
+  results.chat = {
+    writer: assistant(writer),
+    reloaded: assistant(reloaded),
+    status: reloaded.status,
+    error: reloaded.error?.message ?? null,
+  };
   results.chat.sameId = writer.messages.at(-1)?.id === reloaded.messages.at(-1)?.id;
   const idle = new Chat(chatId);
   await idle.resumeStream();
