@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,11 +55,6 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
     def history_stream(chat_id: str) -> str:
         answers.index(chat_id)  # the same rules for a chat id
         return f"ai-chat-history/{chat_id}"
-
-    @app.after_request
-    def tag_worker(response: Response) -> Response:
-        response.headers["X-Worker-Pid"] = str(os.getpid())
-        return response
 
     @app.get("/")
     def page() -> Response:
