@@ -9,6 +9,7 @@
 PYTHON ?= python3
 RUN_VENV := .venv-run
 TEST_VENV := .venv-test
+DIST_VENV := .venv-dist
 HOST ?= 127.0.0.1
 PORT ?= 8000
 ARGS ?=
@@ -21,9 +22,9 @@ PIP_QUIET := --quiet --quiet
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/python -m examples.flask_chat --host $(HOST) --port $(PORT) $(ARGS)
 
-dist: $(TEST_VENV)/.installed
+dist: $(DIST_VENV)/.installed
 	rm -rf $(DIST)
-	$(TEST_VENV)/bin/python -m build --outdir $(DIST) .
+	$(DIST_VENV)/bin/python -m build --outdir $(DIST) .
 
 screenshots: $(TEST_VENV)/.installed
 	UPDATE_SCREENSHOTS=1 $(TEST_VENV)/bin/python -m pytest tests/test_browser.py -k screenshot
@@ -44,5 +45,10 @@ $(TEST_VENV)/.installed: pyproject.toml
 	$(TEST_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask,django,dev]"
 	touch $@
 
+$(DIST_VENV)/.installed:
+	.ci/venv $(PYTHON) $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install $(PIP_QUIET) build
+	touch $@
+
 clean:
-	rm -rf $(RUN_VENV) $(TEST_VENV) tests/js/node_modules tests/ai_sdk_js/node_modules examples/ai_sdk_chat/client/node_modules dist build *.egg-info
+	rm -rf $(RUN_VENV) $(TEST_VENV) $(DIST_VENV) tests/js/node_modules tests/ai_sdk_js/node_modules examples/ai_sdk_chat/client/node_modules dist build *.egg-info
