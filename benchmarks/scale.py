@@ -343,18 +343,17 @@ def table(n: int, peer_result: dict[str, Any] | None, results: dict[str, dict[st
     servers = [results[k].get("server_cpu_s") for k in columns]
     row("log server CPU s", p.get("redis", {}).get("redis_cpu_s"), servers, 2)
     row("peak RSS MB", p.get("peak_rss_mb"), ours_values("peak_rss_mb"), 0)
-    row("complete live / resumers", None, [], 0)
-    rows[-1] = ["complete live / resumers",
-                f"{p.get('live_complete', '-')} / {p.get('resumers_complete', '-')}",
-                *[f"{w['live_complete']} / {w['resumers_complete']}" for w in (results[k]["waves"][-1] for k in columns)]]
-    rows.append(["end states", "-", *[_states(results[k]["waves"][-1]["end_states"]) for k in columns]])
+    last = [results[k]["waves"][-1] for k in columns]
+    rows.append(["complete live / resumers", f"{p.get('live_complete', '-')} / {p.get('resumers_complete', '-')}",
+                 *[f"{w['live_complete']} / {w['resumers_complete']}" for w in last]])
+    rows.append(["end states", "-", *[_states(w["end_states"]) for w in last]])
     calls = sum(p.get("redis", {}).get("calls", {}).values()) if p else None
-    row("requests per stream", calls / n if calls else None, [v / n if v else None for v in ours_values("http_requests")],
-        1, ratio=False)
+    per_stream = [v / n if v else None for v in ours_values("http_requests")]
+    row("requests per stream", calls / n if calls else None, per_stream, 1, ratio=False)
     row("connections opened", p.get("redis", {}).get("connections"), ours_values("tcp_connections"), 0, ratio=False)
     row("library threads (peak)", None, ours_values("library_threads_peak"), 0, ratio=False)
     row("voluntary context switches", None, ours_values("voluntary_switches"), 0, ratio=False)
-    header = ["N = %d" % n, "Vercel (Redis)", *[_LABELS[k] for k in columns]]
+    header = [f"N = {n}", "Vercel (Redis)", *[_LABELS[k] for k in columns]]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))

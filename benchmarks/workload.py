@@ -39,7 +39,7 @@ def untoken(text: str, k: int) -> int:
 
 
 def paced_source(n: int, rate: float, sent_at: list[float]) -> Callable[[], Iterator[str]]:
-    """A source of ``n`` tokens at ``rate`` per second (0: as fast as pulled); ``sent_at[i]`` = yield time of token i."""
+    """A source of ``n`` tokens at ``rate`` per second (0: as fast as pulled); ``sent_at[i]``: when token i went."""
 
     def source() -> Iterator[str]:
         start = time.perf_counter()

@@ -9,8 +9,9 @@ The public names are re-exported here. The modules: ``s2`` (the S2
 client) and ``memory`` (the in-process log), both behind the ``log``
 interface; the engine's parts, ``context`` (the API), ``protocol`` (claims
 and status on the log), ``producer``, ``writer``, ``reader``, ``stops``
-and ``liveness``; the web helpers ``sse``, ``flask`` and ``django``; and
-``testing`` (a local S2-compatible server).
+and ``liveness``; the web helpers ``sse``, ``flask``, ``django`` and
+``ai_sdk`` (the Vercel AI SDK's ``useChat``); and ``testing`` (a local
+S2-compatible server).
 """
 
 import logging

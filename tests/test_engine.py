@@ -23,8 +23,8 @@ from resumable_stream import (
     StreamFailed,
     StreamState,
 )
-from resumable_stream.producer import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
+from resumable_stream.producer import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 
 from .support import Gate, run_to_end
 
