@@ -90,7 +90,8 @@ def test_failure_stop_and_abandonment_have_their_own_events(ctx: ResumableStream
     ctx.log.append("stopped-later", [Record.fence("end-stopped-x")], fencing_token="session-x", match_seq_num=2)
     assert parse_sse(body(ctx, "stopped-later", after="0"))[0] == [("1", "message", "y"), ("2", "stopped", "")]
 
-    ctx.log.append("dead", [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
+    # A producer of ours (its claim declares a 1 s silence bound) that died after its claim.
+    ctx.log.append("dead", [Record.fence("session-1s-dead")], fencing_token="", match_seq_num=0)
     events, _ = parse_sse(body(ctx, "dead", after="0"))
     assert events == [("1", "abandoned", ABANDONED_MESSAGE)]
 
