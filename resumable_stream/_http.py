@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -142,20 +143,28 @@ class Transport:
         return out
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
-                headers: Mapping[str, str] | None = None, wait: float = 0) -> Any:
+                headers: Mapping[str, str] | None = None, wait: float = 0, deadline: float | None = None) -> Any:
         """One attempt: the parsed JSON of a 2xx answer (``None`` for an empty one).
 
-        Raises :class:`Failure` for what may be retried and a final :class:`S2Error` for the rest.
+        ``body`` is JSON, or an object to send as JSON. ``deadline`` (monotonic) shortens the read
+        timeout so that the attempt ends by then. Raises
+        :class:`Failure` for what may be retried and a final :class:`S2Error` for the rest.
         """
         all_headers = self._headers(headers)
         data = None
         if body is not None:
-            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
             all_headers["Content-Type"] = "application/json"
         target = f"{url}?{urlencode(params)}" if params else url
         timeout = self._unary_timeout
-        if wait:
-            timeout = urllib3.Timeout(connect=self._connect_timeout, read=self._request_timeout + wait)
+        if wait or deadline is not None:
+            read = self._request_timeout + wait
+            if deadline is not None:
+                read = min(read, deadline - time.monotonic())
+                if read <= 0:
+                    raise Failure(Unavailable(f"{method} {_path(url)}: out of time"), retryable=False,
+                                  ambiguous=False)
+            timeout = urllib3.Timeout(connect=min(self._connect_timeout, read), read=read)
         failure: Failure | None = None
         if not self._slots.acquire(timeout=self._connect_timeout + self._request_timeout):
             raise Failure(Unavailable(f"{method} {_path(url)}: no free connection"), retryable=True, ambiguous=False)

@@ -31,7 +31,7 @@ from ._fork import reset_after_fork
 from .exceptions import ConfigurationError, FencingTokenMismatch, ResumableStreamError, SeqNumMismatch
 from .log import MAX_BATCH_RECORDS, MAX_READ_WAIT, Log, validate_stream_name
 from .memory import MemoryLog
-from .producer import BatchPolicy, Producer
+from .producer import Producer, WritePolicy
 from .protocol import StreamState, StreamStatus
 from .reader import ResumableStream, parse_cursor
 from .stops import StopWatcher
@@ -118,7 +118,8 @@ class ResumableStreamContext:
                                      f"must be a whole number, not {size!r}")
         linger_ms = _setting("linger", None if linger is None else linger * 1000, "S2_LINGER_DURATION", 0, 0, 60_000)
         self.abandon_after = _setting("abandon_after", abandon_after, "", 30, liveness.SHORTEST_BOUND, 86_400)
-        self.policy = BatchPolicy(int(size), linger_ms / 1000, liveness.heartbeat_interval(self.abandon_after))
+        self.policy = WritePolicy(int(size), linger_ms / 1000, liveness.heartbeat_interval(self.abandon_after),
+                                  liveness.append_deadline(self.abandon_after))
         self.stop_timeout = _setting("stop_timeout", stop_timeout, "", 10, 0, 3_600)
         self.live_buffer_bytes = int(_setting("live_buffer_bytes", live_buffer_bytes, "", 0, 1, 2**40))
         self._owns_log = log is None
@@ -162,7 +163,9 @@ class ResumableStreamContext:
         return MemoryLog()
 
     def __repr__(self) -> str:
-        return f"<ResumableStreamContext log={self.log!r} producing={len(self._producers)}>"
+        # Safe on a context whose constructor raised.
+        log, producing = getattr(self, "log", None), len(getattr(self, "_producers", ()))
+        return f"<ResumableStreamContext log={log!r} producing={producing}>"
 
     def _after_fork(self) -> None:
         # The parent's producers, writer and watcher threads and locks do not exist in the child.
@@ -218,7 +221,7 @@ class ResumableStreamContext:
             raise
         logger.info("stream %r created", stream_id)
         stream: ResumableStream[Chunk] = ResumableStream(
-            self.log, stream_id, default_bound=self.abandon_after, after=0, producer=producer, live=True
+            self.log, stream_id, default_bound=self.abandon_after, after=0, producer=producer
         )
         producer.start()
         return stream

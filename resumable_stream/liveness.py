@@ -10,6 +10,11 @@ a reader that sees no record for longer than the bound may record the stream
 as abandoned (conditionally, so that a producer that does write after all
 wins).
 
+Whatever its silence, a producer that runs in this very process is alive:
+producers register here while they run (:func:`running_here`), so a reader
+in an overloaded process never records the stream of a starved producer
+beside it as abandoned.
+
 A claim without a declared bound was written by another library (such as
 ``@s2-dev/resumable-stream``, whose producers write nothing while their source
 is idle): silence proves nothing about such a producer, so it is never fenced.
@@ -21,13 +26,24 @@ writable.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
+import threading
 
 from . import _wire
 from .log import MAX_FENCING_TOKEN_BYTES
 
-__all__ = ["SHORTEST_BOUND", "append_deadline", "declared_bound", "heartbeat_interval", "new_claim_token"]
+__all__ = [
+    "SHORTEST_BOUND",
+    "append_deadline",
+    "declared_bound",
+    "heartbeat_interval",
+    "new_claim_token",
+    "register",
+    "running_here",
+    "unregister",
+]
 
 #: The shortest silence bound a producer may declare, in seconds.
 SHORTEST_BOUND = 1.0
@@ -59,3 +75,34 @@ def declared_bound(token: str) -> float | None:
     """The silence bound a claim token declares; ``None`` for a producer that does not heartbeat."""
     match = _DECLARED.fullmatch(token)
     return float(match.group(1)) if match else None
+
+
+_running: set[str] = set()  # claim tokens of the producers running in this process
+_running_lock = threading.Lock()
+
+
+def register(token: str) -> None:
+    """The producer holding ``token`` runs in this process (called when its source starts)."""
+    with _running_lock:
+        _running.add(token)
+
+
+def unregister(token: str) -> None:
+    """The producer holding ``token`` has settled its outcome."""
+    with _running_lock:
+        _running.discard(token)
+
+
+def running_here(token: str) -> bool:
+    """True while the producer holding ``token`` runs in this process."""
+    return token in _running
+
+
+def _forget_parent() -> None:
+    global _running_lock
+    _running_lock = threading.Lock()
+    _running.clear()  # a child runs none of its parent's producers
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent)

@@ -157,12 +157,14 @@ class Log(Protocol):
         *,
         match_seq_num: int | None = None,
         fencing_token: str | None = None,
+        timeout: float | None = None,
     ) -> AppendAck:
         """Append ``records`` atomically.
 
         ``fencing_token=None`` skips the token check; ``""`` asserts that the
         stream is not fenced. ``match_seq_num`` asserts the sequence number
-        the first record gets.
+        the first record gets. ``timeout`` (seconds) bounds the whole call,
+        retries included.
         """
         ...
 

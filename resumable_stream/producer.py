@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import _wire
+from . import _wire, liveness
 from .exceptions import FencingTokenMismatch, StreamAbandoned, StreamFailed
 from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, AppendAck, Log, Record
 from .protocol import StreamState, StreamStatus, read_status
 
-__all__ = ["Batch", "BatchPolicy", "Producer", "describe_failure"]
+__all__ = ["Batch", "Producer", "WritePolicy", "describe_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,17 @@ MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 128
 _MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
 # Longest a thread waits on a condition before it checks again (every notification also wakes it).
 _RECHECK = 1.0
+#: How far (in seconds of production) the creator may run ahead of what the log has taken: past this,
+#: while the log does not answer, it is handed only written chunks. So when writing fails for good, the
+#: creator has been shown at most this much that no other reader will ever see.
+LIVE_LEAD = 5.0
 #: What :meth:`Producer.next_live` returns when the creator fell too far behind: it reads the log instead.
 OVERFLOWED = "overflowed"
 
 
 @dataclass(frozen=True)
-class BatchPolicy:
-    """When a producer's queued records go out, and how many at once."""
+class WritePolicy:
+    """When a producer's queued records go out, how many at once, and for how long an append is tried."""
 
     #: Most records per append.
     batch_size: int
@@ -55,6 +59,8 @@ class BatchPolicy:
     linger: float
     #: Seconds of idleness after which a heartbeat record is written.
     heartbeat_interval: float
+    #: Seconds an append is retried before the producer gives up on the stream (see ``liveness.py``).
+    append_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +82,12 @@ def valid_text(text: str) -> str:
 
 
 def describe_failure(exc: BaseException) -> str:
-    """The message recorded for a source that raised ``exc``: ``"ValueError: boom"``, as valid Unicode."""
+    """The message recorded for a source that raised ``exc``: ``"ValueError: boom"``.
+
+    It is valid Unicode and no longer than the log keeps, so the creator and every reader see the same.
+    """
     text = str(exc)
-    return valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return _wire.recordable_message(valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__))
 
 
 def split_chunk(value: str | bytes) -> list[tuple[str | bytes, bytes]]:
@@ -117,18 +126,19 @@ class Producer:
     """
 
     def __init__(self, stream_id: str, token: str, source: Iterable[Any] | Callable[[], Iterable[Any]], *,
-                 log: Log, policy: BatchPolicy, live_buffer_bytes: int,
+                 log: Log, policy: WritePolicy, live_buffer_bytes: int,
                  schedule: Callable[[Producer, float, int], None], on_done: Callable[[Producer], None],
                  default_bound: float) -> None:
         self.stream_id = stream_id
         self.token = token
+        self.policy = policy
         #: Set once the outcome is settled (recorded, or known to be impossible to record).
         self.done = threading.Event()
         #: The source's exception, or why writing failed; raised by the creator's reader.
         self.error: BaseException | None = None
         self._source = source
         self._log = log
-        self._policy = policy
+        self.policy = policy
         self._live_limit = live_buffer_bytes
         self._schedule_at_writer = schedule
         self._on_done = on_done
@@ -141,12 +151,13 @@ class Producer:
         self._pending_bytes = 0
         self._pending_since = 0.0  # when the oldest pending record was queued
         self._in_flight = False
+        self._in_flight_since = 0.0  # when the oldest record of the batch in flight was queued
         self._written = 1  # one past the last record known to be on the log
         # When the last append landed: the claim, backdated so that the first chunk goes out at once.
         self._last_write = time.monotonic() - policy.linger
         self._entry = 0  # id of the writer's one valid entry for this producer
         self._entry_due: float | None = None  # its due time; None when the writer holds no entry
-        self._live: deque[tuple[int, str | bytes]] | None = deque()
+        self._live: deque[tuple[int, str | bytes, int]] | None = deque()  # (seq, chunk, size) for the creator
         self._live_bytes = 0
         self._overflowed = False
         self._waiting_reader = False
@@ -164,6 +175,7 @@ class Producer:
 
     def start(self) -> None:
         """Start the source thread, once the claim has landed."""
+        liveness.register(self.token)
         threading.Thread(target=self._pump, name=f"resumable-stream {self.stream_id!r}", daemon=True).start()
         self._reschedule_now()
 
@@ -231,7 +243,7 @@ class Producer:
             for piece, body in pieces:
                 seq = self._queue(_wire.data_record(body, is_bytes), now)
                 if live is not None:
-                    live.append((seq, piece))
+                    live.append((seq, piece, len(body)))
                     self._live_bytes += len(body)
             if live is not None and self._live_bytes > self._live_limit and len(live) > 1:
                 self._live = None  # the creator is not keeping up: it reads the rest from the log
@@ -290,10 +302,10 @@ class Producer:
         if self._in_flight or self._outcome is not None:
             return None
         if not self._pending:
-            return self._last_write + self._policy.heartbeat_interval
-        if self._finishing is not None or len(self._pending) >= self._policy.batch_size:
+            return self._last_write + self.policy.heartbeat_interval
+        if self._finishing is not None or len(self._pending) >= self.policy.batch_size:
             return self._pending_since
-        return min(self._pending_since, self._last_write) + self._policy.linger
+        return min(self._pending_since, self._last_write) + self.policy.linger
 
     def _reschedule(self) -> tuple[float, int] | None:
         """A new writer entry if the next append is due earlier than the one the writer holds."""
@@ -335,7 +347,7 @@ class Producer:
 
     def _take_batch(self) -> Batch:
         """Take the next batch off the queue; call with the condition held."""
-        limit = min(self._policy.batch_size, MAX_BATCH_RECORDS)
+        limit = min(self.policy.batch_size, MAX_BATCH_RECORDS)
         size = 0
         count = 0
         for record in self._pending:
@@ -346,6 +358,7 @@ class Producer:
             count += 1
         records = self._pending[:count]
         del self._pending[:count]
+        self._in_flight_since = self._pending_since
         first = self._pending_seq
         self._pending_seq += count
         self._pending_bytes -= size
@@ -361,6 +374,8 @@ class Producer:
             self._in_flight = False
             self._written = ack.end.seq_num
             self._last_write = time.monotonic()
+            if self._waiting_reader:
+                self._cond.notify_all()  # a creator held back by LIVE_LEAD may go on
             if batch.ends:
                 assert self._finishing is not None
                 error = self._message if self._finishing is StreamState.FAILED else None
@@ -403,12 +418,12 @@ class Producer:
         What the creator may still be handed is cut where the log's records end: at the terminal
         records if they land, else at the last record known to be written.
         """
-        message = f"the stream could not be written to the log: {describe_failure(exc)}"
+        message = _wire.recordable_message(f"the stream could not be written to the log: {describe_failure(exc)}")
         logger.error("stream %r: %s", self.stream_id, message)
         cut = tail = self._written
         try:
             ack = self._log.append(self.stream_id, _wire.terminal_records(StreamState.FAILED.value, message),
-                                   fencing_token=self.token)
+                                   fencing_token=self.token, timeout=self.policy.append_timeout)
         except Exception:
             pass
         else:
@@ -431,14 +446,15 @@ class Producer:
             self._finishing = outcome.state
         self._cond.notify_all()
         self.done.set()
+        liveness.unregister(self.token)
 
     # -- the creator's reader ------------------------------------------------
 
-    def next_live(self, deadline: float | None) -> tuple[list[tuple[int, str | bytes]], StreamStatus | str | None]:
+    def next_live(self, deadline: float | None) -> tuple[list[tuple[int, str | bytes, int]], StreamStatus | str | None]:
         """Wait for chunks for the creator, until the monotonic ``deadline``.
 
-        Returns the chunks (with their sequence numbers) taken off the live
-        queue, and ``None`` while the stream goes on, the outcome once it is
+        Returns the chunks (``(sequence number, chunk, size)``) taken off the
+        live queue, and ``None`` while the stream goes on, the outcome once it is
         settled and every chunk was taken, or :data:`OVERFLOWED` when the
         creator fell behind by more than ``live_buffer_bytes`` (it must read
         the rest from the log).
@@ -447,10 +463,17 @@ class Producer:
             while True:
                 live = self._live
                 if live:
-                    chunks = list(live)
-                    live.clear()
-                    self._live_bytes = 0
-                    return chunks, None
+                    if not self._leading_too_far():
+                        chunks = list(live)
+                        live.clear()
+                        self._live_bytes = 0
+                        return chunks, None
+                    chunks = []
+                    while live and live[0][0] < self._written:
+                        chunks.append(live.popleft())
+                        self._live_bytes -= chunks[-1][2]
+                    if chunks:
+                        return chunks, None
                 if self._overflowed:
                     return [], OVERFLOWED
                 if self._outcome is not None:
@@ -461,6 +484,16 @@ class Producer:
                 self._waiting_reader = True
                 self._cond.wait(remaining)
                 self._waiting_reader = False
+
+    def _leading_too_far(self) -> bool:
+        """True while the oldest record the log has not taken has waited longer than :data:`LIVE_LEAD`."""
+        if self._in_flight:
+            since = self._in_flight_since
+        elif self._pending:
+            since = self._pending_since
+        else:
+            return False
+        return time.monotonic() - since > LIVE_LEAD
 
     def detach(self) -> None:
         """The creator's reader went away: stop queueing chunks for it."""

@@ -79,8 +79,7 @@ class ResumableStream(Generic[Chunk]):
     """
 
     def __init__(self, log: Log, stream_id: str, *, default_bound: float, after: int | None = None,
-                 tail: int | None = None, silent_for: float = 0.0, producer: Producer | None = None,
-                 live: bool = False) -> None:
+                 tail: int | None = None, silent_for: float = 0.0, producer: Producer | None = None) -> None:
         self.stream_id = stream_id
         #: How the stream ended; ``None`` until then.
         self.status: StreamStatus | None = None
@@ -92,11 +91,9 @@ class ResumableStream(Generic[Chunk]):
         # reading from the tail still finds the terminal record that ends this reader.
         self._next_read = self._last_seq + 1 if tail is None else min(self._last_seq + 1, tail)
         self._records: deque[SequencedRecord] = deque()
-        self._local: deque[tuple[int, Any]] = deque()
-        self._producer = producer  # the stream's producer, when it runs in this process
-        self._live = producer if live else None
-        if self._live is None and producer is not None and producer.done.is_set():
-            self._producer = None
+        self._local: deque[tuple[int, Any, int]] = deque()
+        self._producer = producer  # the creator's: its chunks come straight from here, and its failures
+        self._live = producer  # while it keeps up
         self._session: Iterator[ReadBatch | Any] | None = None
         self._session_wait = 0
         self._token: str | None = None
@@ -159,7 +156,7 @@ class ResumableStream(Generic[Chunk]):
         local = self._local
         while self.status is None and not self._closed:
             if local:
-                seq, chunk = local.popleft()
+                seq, chunk, _ = local.popleft()
                 if self._live is not None and seq >= self._live.cut:
                     local.clear()  # never written: the stream ended before it reached the log
                     continue
@@ -257,9 +254,7 @@ class ResumableStream(Generic[Chunk]):
         return True
 
     def _patience(self, now: float) -> float:
-        """Seconds left before the producer's silence must be judged (infinite while it runs in this process)."""
-        if self._producer is not None and not self._producer.done.is_set():
-            return math.inf
+        """Seconds left before the producer's silence must be judged."""
         bound = self._bound if self._bound is not None else self._default_bound
         return bound - (now - self._quiet_since)
 
@@ -271,11 +266,14 @@ class ResumableStream(Generic[Chunk]):
         """
         log = self._log
         silent_for = time.monotonic() - self._quiet_since
-        token = self._token or protocol.claim_token(log, self.stream_id)
+        token = self._token = self._token or protocol.claim_token(log, self.stream_id)
         declared = liveness.declared_bound(token) if token is not None else None
         self._bound = declared if declared is not None else self._default_bound
         if silent_for < self._bound:
             return  # its own bound is longer than this reader's guess
+        if token is not None and liveness.running_here(token):
+            self._quiet_since = time.monotonic()  # its producer runs in this process: alive, only slow
+            return
         tail = log.check_tail(self.stream_id).seq_num
         if tail > self._next_read:
             self._quiet_since = time.monotonic()  # records arrived after all
@@ -316,8 +314,8 @@ class ResumableStream(Generic[Chunk]):
         """End this reader with ``status``; raise if the stream did not end well."""
         self.status = status
         self._end_session()
-        producer = self._live
         self._live = None
+        producer = self._producer
         if producer is not None and producer.error is not None:
             raise producer.error  # the creator sees the source's own exception
         if status.state is StreamState.FAILED:

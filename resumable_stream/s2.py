@@ -195,8 +195,6 @@ class S2Client:
         request_timeout: float = 10.0,
         max_connections: int = 16,
     ) -> None:
-        self.basin = ""
-        self.basin_endpoint = ""
         token = _token(access_token)
         self.basin = _setting(basin, "S2_BASIN")
         if not _BASIN_NAME.match(self.basin):
@@ -229,7 +227,8 @@ class S2Client:
                          request_timeout=request_timeout, max_connections=max_connections)
 
     def __repr__(self) -> str:
-        return f"<S2Client basin={self.basin!r} endpoint={self.basin_endpoint!r}>"
+        # Safe on a client whose constructor raised.
+        return f"<S2Client basin={getattr(self, 'basin', None)!r} endpoint={getattr(self, 'basin_endpoint', None)!r}>"
 
     def _after_fork(self) -> None:
         self._closed = threading.Event()
@@ -458,7 +457,7 @@ class S2Client:
                 if landed is not None:
                     return landed
             try:
-                return _ack(self._http.request("POST", url, body=body, headers=headers))
+                return _ack(self._http.request("POST", url, body=body, headers=headers, deadline=deadline))
             except Failure as failure:
                 outcome_unknown = outcome_unknown or failure.ambiguous
                 raise
@@ -592,33 +591,40 @@ def _read_params(**values: int | bool | None) -> dict[str, Any]:
     return params
 
 
-def _append_payload(
-    batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None
-) -> tuple[dict[str, Any], str]:
-    """The JSON body of an append, in ``raw`` format when every byte string is UTF-8, else ``base64``."""
+def _append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None) -> tuple[bytes, str]:
+    """The JSON body of an append and its ``s2-format``: whichever of ``raw`` and ``base64`` is smaller.
 
-    def records(encode: Callable[[bytes], str]) -> list[dict[str, Any]]:
-        out = []
+    ``raw`` is the common case (UTF-8 text), but JSON escapes control characters six bytes apiece, so a
+    text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
+    are not UTF-8 always do.
+    """
+
+    def encoded(encode: Callable[[bytes], str]) -> bytes:
+        records = []
         for record in batch:
             item: dict[str, Any] = {"body": encode(record.body)}
             if record.headers:
                 item["headers"] = [[encode(name), encode(value)] for name, value in record.headers]
             if record.timestamp is not None:
                 item["timestamp"] = record.timestamp
-            out.append(item)
-        return out
+            records.append(item)
+        body: dict[str, Any] = {"records": records}
+        if match_seq_num is not None:
+            body["match_seq_num"] = match_seq_num
+        if fencing_token is not None:
+            body["fencing_token"] = fencing_token
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     try:
-        body: dict[str, Any] = {"records": records(lambda b: b.decode("utf-8"))}
-        fmt = "raw"
+        raw = encoded(lambda b: b.decode("utf-8"))
     except UnicodeDecodeError:
-        body = {"records": records(_b64)}
-        fmt = "base64"
-    if match_seq_num is not None:
-        body["match_seq_num"] = match_seq_num
-    if fencing_token is not None:
-        body["fencing_token"] = fencing_token
-    return body, fmt
+        return encoded(_b64), "base64"
+    payload = sum(len(r.body) + sum(len(n) + len(v) for n, v in r.headers) for r in batch)
+    if len(raw) - payload > payload // 3 + 64 * len(batch) + 64:  # escaping may have outgrown base64
+        base64 = encoded(_b64)
+        if len(base64) < len(raw):
+            return base64, "base64"
+    return raw, "raw"
 
 
 def _tail(data: Mapping[str, Any]) -> StreamPosition:

@@ -82,7 +82,7 @@ class Writer:
                 continue
             try:
                 ack = self._log.append(producer.stream_id, batch.records, match_seq_num=batch.first_seq,
-                                       fencing_token=producer.token)
+                                       fencing_token=producer.token, timeout=producer.policy.append_timeout)
             except BaseException as exc:  # never leave a producer waiting on a dead writer
                 if not isinstance(exc, Exception):
                     logger.exception("appending to stream %r crashed", producer.stream_id)
