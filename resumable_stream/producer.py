@@ -16,6 +16,7 @@ and is woken only while it waits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 # Largest data record body. A full record with its headers and the stream's terminal fence (at most
 # 8 + 2 + 5 + 36 bytes) must still fit the 1 MiB of one read, which stream_status relies on.
 MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 128
+# Longest pause between two appends of one stream that the duty-cycle rule below may impose.
+_MAX_SPACING = 0.25
 # Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
 _MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
 # Longest a thread waits on a condition before it checks again (every notification also wakes it).
@@ -97,6 +100,8 @@ def split_chunk(value: str | bytes) -> list[tuple[str | bytes, bytes]]:
     every reader alike.
     """
     if isinstance(value, bytes):
+        if len(value) <= MAX_CHUNK_BYTES:
+            return [(value, value)]
         slices = (value[i : i + MAX_CHUNK_BYTES] for i in range(0, len(value), MAX_CHUNK_BYTES))
         return [(piece, piece) for piece in slices]
     try:
@@ -155,10 +160,13 @@ class Producer:
         self._written = 1  # one past the last record known to be on the log
         # When the last append landed: the claim, backdated so that the first chunk goes out at once.
         self._last_write = time.monotonic() - policy.linger
+        self._last_took = 0.0  # how long the last append took
+        self._in_flight_at = 0.0  # when the append in flight was taken
         self._entry = 0  # id of the writer's one valid entry for this producer
         self._entry_due: float | None = None  # its due time; None when the writer holds no entry
         self._live: deque[tuple[int, str | bytes, int]] | None = deque()  # (seq, chunk, size) for the creator
-        self._live_bytes = 0
+        self._live_added = 0  # bytes queued for the creator (by the source thread)
+        self._live_taken = 0  # bytes it took (by its thread): no lock needed for either
         self._overflowed = False
         self._waiting_reader = False
         self._waiting_source = False
@@ -230,6 +238,8 @@ class Producer:
             raise TypeError(f"the stream's source yielded {then} after {first}; a stream carries one or the other")
         if not chunk:
             return True
+        headers = _wire.BYTES_HEADER if is_bytes else ()
+        extra = 8 + (sum(2 + len(n) + len(v) for n, v in headers) if is_bytes else 0)
         pieces = split_chunk(chunk)
         with self._cond:
             while self._pending_bytes > _MAX_PENDING_BYTES and self._finishing is None:
@@ -238,19 +248,24 @@ class Producer:
             self._waiting_source = False
             if self._finishing is not None:
                 return False
-            now = time.monotonic()
-            live = self._live
-            for piece, body in pieces:
-                seq = self._queue(_wire.data_record(body, is_bytes), now)
+            pending, live = self._pending, self._live
+            if not pending:
+                self._pending_seq = self._next_seq
+                self._pending_since = time.monotonic()
+            for piece, body in pieces:  # the hot path of every chunk: _queue, inlined
+                seq = self._next_seq
+                self._next_seq = seq + 1
+                pending.append(Record(body, headers))
+                self._pending_bytes += extra + len(body)
                 if live is not None:
                     live.append((seq, piece, len(body)))
-                    self._live_bytes += len(body)
-            if live is not None and self._live_bytes > self._live_limit and len(live) > 1:
+                    self._live_added += len(body)
+            if live is not None and self._live_added - self._live_taken > self._live_limit and len(live) > 1:
                 self._live = None  # the creator is not keeping up: it reads the rest from the log
                 self._overflowed = True
             if self._waiting_reader:
                 self._cond.notify_all()
-            entry = self._reschedule()
+            entry = None if self._in_flight else self._reschedule()
         self._submit(entry)
         return True
 
@@ -305,7 +320,11 @@ class Producer:
             return self._last_write + self.policy.heartbeat_interval
         if self._finishing is not None or len(self._pending) >= self.policy.batch_size:
             return self._pending_since
-        return min(self._pending_since, self._last_write) + self.policy.linger
+        # A stream spends at most half its time appending: after an append that took d, the next waits
+        # until d has passed (records meanwhile join it). Free for a log that answers at once, it makes a
+        # fast source's batches grow with the log's own speed.
+        spaced = self._last_write + min(self._last_took, _MAX_SPACING)
+        return max(min(self._pending_since, self._last_write) + self.policy.linger, spaced)
 
     def _reschedule(self) -> tuple[float, int] | None:
         """A new writer entry if the next append is due earlier than the one the writer holds."""
@@ -363,6 +382,7 @@ class Producer:
         self._pending_seq += count
         self._pending_bytes -= size
         self._in_flight = True
+        self._in_flight_at = time.monotonic()
         if self._waiting_source:
             self._cond.notify_all()  # a source paused by backpressure may go on
         ends = self._finishing is not None and first + count > self._terminal_seq
@@ -374,6 +394,7 @@ class Producer:
             self._in_flight = False
             self._written = ack.end.seq_num
             self._last_write = time.monotonic()
+            self._last_took = self._last_write - self._in_flight_at
             if self._waiting_reader:
                 self._cond.notify_all()  # a creator held back by LIVE_LEAD may go on
             if batch.ends:
@@ -459,31 +480,41 @@ class Producer:
         creator fell behind by more than ``live_buffer_bytes`` (it must read
         the rest from the log).
         """
+        chunks = self._take_live()  # without the lock while chunks keep coming: the source never waits for us
+        if chunks:
+            return chunks, None
         with self._cond:
             while True:
-                live = self._live
-                if live:
-                    if not self._leading_too_far():
-                        chunks = list(live)
-                        live.clear()
-                        self._live_bytes = 0
-                        return chunks, None
-                    chunks = []
-                    while live and live[0][0] < self._written:
-                        chunks.append(live.popleft())
-                        self._live_bytes -= chunks[-1][2]
-                    if chunks:
-                        return chunks, None
+                chunks = self._take_live()
+                if chunks:
+                    return chunks, None
                 if self._overflowed:
                     return [], OVERFLOWED
-                if self._outcome is not None:
+                if self._outcome is not None and not self._live:
                     return [], self._outcome
                 remaining = _RECHECK if deadline is None else min(deadline - time.monotonic(), _RECHECK)
                 if remaining <= 0:
                     return [], None
+                # The source queues under this lock, so nothing can arrive unseen before the wait begins.
                 self._waiting_reader = True
                 self._cond.wait(remaining)
                 self._waiting_reader = False
+
+    def _take_live(self) -> list[tuple[int, str | bytes, int]]:
+        """Take what the creator may be handed now off the live queue (the deque is safe to pop unlocked)."""
+        live = self._live
+        if not live:
+            return []
+        chunks = []
+        if not self._leading_too_far():
+            with contextlib.suppress(IndexError):
+                while True:
+                    chunks.append(live.popleft())
+        else:
+            while live and live[0][0] < self._written:
+                chunks.append(live.popleft())
+        self._live_taken += sum(chunk[2] for chunk in chunks)
+        return chunks
 
     def _leading_too_far(self) -> bool:
         """True while the oldest record the log has not taken has waited longer than :data:`LIVE_LEAD`."""

@@ -109,6 +109,11 @@ class ResumableStream(Generic[Chunk]):
         return self
 
     def __next__(self) -> Chunk:
+        local = self._local
+        if local and self._live is None and not self._closed:  # a chunk read from the log, in hand
+            seq, chunk, _ = local.popleft()
+            self._last_seq = seq
+            return chunk  # type: ignore[no-any-return]
         event = self._next_event(None)
         if event is None:
             raise StopIteration
@@ -215,8 +220,8 @@ class ResumableStream(Generic[Chunk]):
                     error = self._error_message if state is StreamState.FAILED else None
                     self._finish(StreamStatus(state, seq + 1, error))
                     return None
-            if not self._read_more(deadline):
-                return None
+            if not self._read_more(deadline) or self._local:
+                return None  # out of time, or text chunks in hand for _next_event
         return None
 
     def _read_more(self, deadline: float | None) -> bool:
@@ -248,10 +253,27 @@ class ResumableStream(Generic[Chunk]):
             self._session = None
             raise
         if isinstance(item, ReadBatch) and item.records:
-            self._records.extend(item.records)
-            self._next_read = item.records[-1].seq_num + 1
+            self._take(item.records)
             self._quiet_since = time.monotonic()
         return True
+
+    def _take(self, records: tuple[SequencedRecord, ...]) -> None:
+        """Queue a batch read from the log: its leading run of text chunks straight into the chunks in
+        hand (the bulk of any batch), the rest for :meth:`_next_logged` to go through one by one."""
+        self._next_read = records[-1].seq_num + 1
+        if self._records:
+            self._records.extend(records)
+            return
+        run = 0
+        for record in records:
+            if not record.body or record.headers:
+                break
+            run += 1
+        last = self._last_seq
+        self._local.extend(
+            (r.seq_num, r.body.decode("utf-8", "replace"), 0) for r in records[:run] if r.seq_num > last
+        )
+        self._records.extend(records[run:])
 
     def _patience(self, now: float) -> float:
         """Seconds left before the producer's silence must be judged."""
