@@ -27,7 +27,7 @@ $(RUN_VENV)/.installed: pyproject.toml
 
 $(TEST_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(TEST_VENV)
-	$(TEST_VENV)/bin/pip install --quiet -e ".[flask,django,dev]"
+	$(TEST_VENV)/bin/pip install --quiet -e ".[flask,django,server,dev]"
 	touch $@
 
 clean:

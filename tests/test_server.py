@@ -32,7 +32,7 @@ from referencing.jsonschema import DRAFT202012
 
 from resumable_stream import Record, S2Client
 from resumable_stream.testing import S2Server
-from resumable_stream.testing.server import OPERATIONS
+from resumable_stream.testing.routing import OPERATIONS
 
 SPEC_PATH = Path(__file__).resolve().parent / "s2-spec" / "openapi.json"
 SPEC_URI = "urn:s2-openapi"
@@ -360,14 +360,14 @@ def test_basin_lifecycle(server: S2Server, client: Client) -> None:
     config = check(patched, 200, "BasinConfig")
     assert config["create_stream_on_read"] and config["create_stream_on_append"]
     assert config["default_stream_config"] == {"timestamping": {"mode": "arrival"}}
-    log = server.basin_log(name)
-    assert (log.create_stream_on_append, log.create_stream_on_read) == (True, True)
-    assert log.default_stream_config == {"timestamping": {"mode": "arrival"}}
+    with Client(server, name) as in_basin:  # a read now creates a stream, with the basin's default config
+        in_basin.tail("auto")
+        assert check(in_basin.get("/v1/streams/auto"), 200, "StreamConfig")["timestamping"]["mode"] == "arrival"
     patched = client.request(
         "PATCH", f"/v1/basins/{name}", json={"create_stream_on_append": None, "default_stream_config": None}
     )
     assert check(patched, 200, "BasinConfig")["create_stream_on_append"] is False
-    assert server.basin_log(name).default_stream_config == {}
+    assert check(client.get(f"/v1/basins/{name}"), 200, "BasinConfig")["default_stream_config"] is None
 
     ensured = client.request("PUT", f"/v1/basins/{name}", json={"config": {"create_stream_on_append": True}})
     check(ensured, 200, "BasinInfo")
@@ -377,7 +377,7 @@ def test_basin_lifecycle(server: S2Server, client: Client) -> None:
     # PUT sets the whole config: without a body the basin gets the defaults.
     reset = client.request("PUT", f"/v1/basins/{name}")
     assert (reset.status_code, reset.headers["s2-provision-result"]) == (200, "updated")
-    assert server.basin_log(name).create_stream_on_append is False
+    assert check(client.get(f"/v1/basins/{name}"), 200, "BasinConfig")["create_stream_on_append"] is False
 
     check(client.request("DELETE", f"/v1/basins/{name}"), 202)
     error(client.get(f"/v1/basins/{name}"), 404, "basin_not_found")
@@ -747,16 +747,17 @@ def test_appends_need_a_json_content_type(client: Client, stream: str, content_t
     check(ok, 200, "AppendAck")
 
 
-def test_protobuf_is_not_supported(client: Client, stream: str) -> None:
-    error(
-        client.request(
-            "POST", records_path(stream), data=b"\x0a\x00", headers={"Content-Type": "application/protobuf"}
-        ),
-        501,
-        "not_implemented",
+def test_protobuf_appends_and_reads(client: Client, stream: str) -> None:
+    # AppendInput{records: [{timestamp: 5, body: "x"}]}, in protobuf's wire format.
+    ack = client.request(
+        "POST", records_path(stream), data=b"\x0a\x05\x08\x05\x1a\x01x", headers={"Content-Type": "application/protobuf"}
     )
-    protobuf_read = client.get(records_path(stream), params={"seq_num": 0}, headers={"Accept": "application/protobuf"})
-    error(protobuf_read, 501, "not_implemented")
+    assert check(ack, 200, "AppendAck")["end"]["seq_num"] == 1  # answered in JSON unless protobuf is accepted
+    read = client.get(records_path(stream), params={"seq_num": 0}, headers={"Accept": "application/x-protobuf"})
+    assert (read.status_code, read.headers["Content-Type"]) == (200, "application/protobuf")
+    assert read.content == b"\x0a\x05\x10\x05\x22\x01x"  # ReadBatch{records: [{seq_num: 0, timestamp: 5, body: "x"}]}
+    bad = client.request("POST", records_path(stream), data=b"\x0a\xff", headers={"Content-Type": "application/protobuf"})
+    error(bad, 400, "bad_proto")
 
 
 def test_unknown_fields_are_ignored(client: Client, stream: str) -> None:
