@@ -176,6 +176,7 @@ class _Connection:
             response = self.api.handle(api_request)
         else:
             response = protocol_error(501, f"unsupported method {method}")
+        logger.debug('"%s %s HTTP/2" %d (%s)', method, path, response.status, plain.get("content-type", "-"))
         try:
             self._respond(request, response)
         except _Closed:
