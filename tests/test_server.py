@@ -749,14 +749,13 @@ def test_appends_need_a_json_content_type(client: Client, stream: str, content_t
 
 def test_protobuf_appends_and_reads(client: Client, stream: str) -> None:
     # AppendInput{records: [{timestamp: 5, body: "x"}]}, in protobuf's wire format.
-    ack = client.request(
-        "POST", records_path(stream), data=b"\x0a\x05\x08\x05\x1a\x01x", headers={"Content-Type": "application/protobuf"}
-    )
+    protobuf = {"Content-Type": "application/protobuf"}
+    ack = client.request("POST", records_path(stream), data=b"\x0a\x05\x08\x05\x1a\x01x", headers=protobuf)
     assert check(ack, 200, "AppendAck")["end"]["seq_num"] == 1  # answered in JSON unless protobuf is accepted
     read = client.get(records_path(stream), params={"seq_num": 0}, headers={"Accept": "application/x-protobuf"})
     assert (read.status_code, read.headers["Content-Type"]) == (200, "application/protobuf")
     assert read.content == b"\x0a\x05\x10\x05\x22\x01x"  # ReadBatch{records: [{seq_num: 0, timestamp: 5, body: "x"}]}
-    bad = client.request("POST", records_path(stream), data=b"\x0a\xff", headers={"Content-Type": "application/protobuf"})
+    bad = client.request("POST", records_path(stream), data=b"\x0a\xff", headers=protobuf)
     error(bad, 400, "bad_proto")
 
 
