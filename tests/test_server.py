@@ -13,6 +13,8 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -1429,3 +1431,80 @@ def test_command_line_rejects_a_bad_basin() -> None:
     command = [sys.executable, "-m", "resumable_stream.testing.server", "--basin", "Bad Basin"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "invalid basin name" in done.stderr and done.stdout == ""
+
+
+def _h2_read_session(url: str, path: str) -> tuple[socket.socket, Any]:
+    """Open an S2S read session over HTTP/2 with the h2 library; the socket and the connection."""
+    import h2.config
+    import h2.connection
+
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "local")]
+    headers += [("content-type", "s2s/proto"), ("s2-basin", "resumable-stream-dev")]
+    conn.send_headers(1, headers, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def test_sigterm_ends_long_polls_and_sessions_within_a_second_and_departures_are_quiet() -> None:
+    command = [sys.executable, "-m", "resumable_stream.testing.server", "--verbose", "--heartbeat", "30"]
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            url = _ready_line(proc).split(" ", 1)[1]
+            headers = {"s2-basin": "resumable-stream-dev"}
+            # A long-polling client that leaves before its answer: the server's write fails.
+            leaver = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
+            target = records_path("quiet") + "?seq_num=0&wait=30"
+            request = f"GET {target} HTTP/1.1\r\ns2-basin: {headers['s2-basin']}\r\n\r\n"
+            leaver.sendall(request.encode())
+            time.sleep(0.3)
+            leaver.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset on close
+            leaver.close()
+            with requests.Session() as s:
+                s.post(url + records_path("quiet"), json={"records": [{}]}, headers=headers, timeout=TIMEOUT).close()
+            # Now open what has to end at shutdown: long-polls, an SSE session and an S2S session over HTTP/2.
+            outcomes: list[str] = []
+
+            def long_poll() -> None:
+                with requests.Session() as s:
+                    params = {"seq_num": 0, "wait": 60}
+                    response = s.get(url + records_path("idle"), params=params, headers=headers, timeout=(3, 30))
+                    outcomes.append(str(response.status_code))
+
+            def sse() -> None:
+                with requests.Session() as s, s.get(
+                    url + records_path("idle"),
+                    params={"seq_num": 0},
+                    headers={**headers, "Accept": "text/event-stream"},
+                    stream=True,
+                    timeout=(3, 30),
+                ) as response:
+                    outcomes.append([e.get("event") for e in events(response)][-1] or "done")
+
+            threads = [threading.Thread(target=long_poll) for _ in range(3)] + [threading.Thread(target=sse)]
+            for thread in threads:
+                thread.start()
+            h2_sock, _ = _h2_read_session(url, records_path("idle") + "?seq_num=0")
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            assert time.monotonic() - started < 1.0
+            for thread in threads:
+                thread.join(5)
+            assert sorted(outcomes) == ["503", "503", "503", "error"], outcomes  # answered, not cut off
+            h2_sock.settimeout(5)
+            received = b""
+            while chunk := h2_sock.recv(65536):
+                received += chunk
+            assert b'"unavailable"' in received  # the S2S session ended with a terminal frame
+            h2_sock.close()
+            assert proc.stderr is not None
+            log = proc.stderr.read()
+            assert "Traceback" not in log and "client left before its response was sent" in log, log
+        finally:
+            proc.kill()
