@@ -1020,6 +1020,15 @@ def test_sse_bounded_session_without_wait_ends_at_the_tail(client: Client, strea
         assert check(response, 416, "TailResponse")["tail"]["seq_num"] == 2
 
 
+def test_sse_wait_0_ends_at_the_tail(client: Client, stream: str) -> None:
+    client.ok_append(stream, [{"body": "a"}])
+    with client.sse(stream, seq_num=0, wait=0) as response:
+        assert [e.get("event") for e in collect(response)] == ["batch", None]
+    with client.sse(stream, seq_num=1, wait=0) as response:  # at the tail: no 416, it just ends
+        assert collect(response) == [{"data": "[DONE]"}]
+    check(client.read(stream, seq_num=1, wait=0), 416, "TailResponse")  # a unary read at the tail may not wait
+
+
 def test_sse_wait_ends_an_idle_session(client: Client, stream: str) -> None:
     client.ok_append(stream, [{"body": "a"}])
     started = time.monotonic()
