@@ -1,7 +1,7 @@
 """Speed of the local S2-compatible server, printed as tables.
 
     python -m benchmarks.server              # everything (about a minute)
-    python -m benchmarks.server appends      # one section: appends, sessions, backlog
+    python -m benchmarks.server appends      # one section: appends, sessions, backlog, memory
     python -m benchmarks.server --src DIR    # the server of another checkout (for before/after figures)
 
 The server runs in its own process; the clients here are lean raw-socket
@@ -262,7 +262,27 @@ def backlog(src: Path, records: int = 100_000) -> None:
     table(f"A {records:,}-record backlog, read to the end", ["how", "ms"], rows)
 
 
-SECTIONS = {"appends": appends, "sessions": sessions, "backlog": backlog}
+_MEMORY_APPEND = """
+import time
+from resumable_stream import MemoryLog, Record
+log, records, best = MemoryLog(), [Record(b"a small token")], []
+for _ in range(5):
+    started = time.perf_counter()
+    for _ in range(20000):
+        log.append("s", records)
+    best.append((time.perf_counter() - started) / 20000)
+print(min(best) * 1e6)
+"""
+
+
+def memory(src: Path) -> None:
+    """The embedded default's hot path, for comparison: MemoryLog.append of one small record, in-process."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", _MEMORY_APPEND], env=env, capture_output=True, text=True, check=True)
+    table("MemoryLog.append, one small record (in-process, best of 5)", ["µs/append"], [[f"{float(done.stdout):.1f}"]])
+
+
+SECTIONS = {"appends": appends, "sessions": sessions, "backlog": backlog, "memory": memory}
 
 
 def main() -> None:

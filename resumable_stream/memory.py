@@ -70,16 +70,20 @@ def _closed() -> Unavailable:
     return Unavailable("the log is closed", code="unavailable")
 
 
-def check_batch(records: Sequence[Record]) -> list[int]:
-    """Apply S2's rules for one append batch; return each record's metered size. Raises 422 :class:`BadRequest`."""
+def check_batch(records: Sequence[Record], sizes: Sequence[int] | None = None) -> Sequence[int]:
+    """Apply S2's rules for one append batch; return each record's metered size. Raises 422 :class:`BadRequest`.
+
+    ``sizes`` are the records' metered sizes, when the caller has them.
+    """
     if not records:
         raise _invalid("record batch must not be empty")
     if len(records) > MAX_BATCH_RECORDS:
         raise _invalid(f"record batch must not exceed {MAX_BATCH_RECORDS} records")
-    sizes = [record.metered_size for record in records]
-    if max(sizes) > MAX_BATCH_BYTES:
-        raise _invalid("record must have metered size less than 1 MiB")
+    if sizes is None:
+        sizes = [record.metered_size for record in records]
     if sum(sizes) > MAX_BATCH_BYTES:
+        if max(sizes) > MAX_BATCH_BYTES:
+            raise _invalid("record must have metered size less than 1 MiB")
         raise _invalid("record batch must not exceed a metered size of 1 MiB")
     for record in records:
         headers = record.headers
@@ -142,6 +146,7 @@ class MemoryStream:
         self._last_timestamp = 0
         self._fencing_token = ""
         self._ended: S2Error | None = None  # raised to every caller once set (closed or deleted)
+        self._waiting = 0  # long-polls and sessions waiting on the condition
 
     def __repr__(self) -> str:
         return f"<MemoryStream {self.name!r} tail={self._next_seq}>"
@@ -171,6 +176,14 @@ class MemoryStream:
                 self._ended = error
             self._cond.notify_all()
 
+    def _wait(self, timeout: float) -> None:
+        """Wait for an append or :meth:`end`, at most ``timeout`` seconds. Call with the lock held."""
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
+
     @property
     def fencing_token(self) -> str:
         return self._fencing_token
@@ -193,11 +206,9 @@ class MemoryStream:
     ) -> AppendAck:
         """Append one batch atomically (at most 1000 records and 1 MiB: see :func:`check_batch`).
 
-        ``sizes`` are the records' metered sizes when the caller has already
-        checked the batch with :func:`check_batch`.
+        ``sizes`` are the records' metered sizes, when the caller has them.
         """
-        if sizes is None:
-            sizes = check_batch(records)
+        sizes = check_batch(records, sizes)
         mode, uncapped = self.timestamping
         if mode == "client-require" and any(r.timestamp is None for r in records):
             raise _invalid("record timestamp was required but was missing")
@@ -243,7 +254,8 @@ class MemoryStream:
                 cut = first - self._first_seq
                 del self._records[:cut], self._sizes[:cut], self._encoded[:cut]
                 self._first_seq = first
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
         tail = StreamPosition(end, last)
         return AppendAck(StreamPosition(start_seq, sequenced[0].timestamp), tail, tail)
 
@@ -274,7 +286,7 @@ class MemoryStream:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return ReadBatch(())
-                self._cond.wait(remaining)
+                self._wait(remaining)
                 self._check_alive()
             records = self._collect(start, limit_count, limit_bytes, until)
             return ReadBatch(records, StreamPosition(self._next_seq, self._last_timestamp))
@@ -319,7 +331,7 @@ class MemoryStream:
                         if deadline is not None:
                             timeout = min(timeout, deadline - time.monotonic())
                         if timeout > 0:
-                            self._cond.wait(timeout)
+                            self._wait(timeout)
                         self._check_alive()
                     if deadline is not None and time.monotonic() >= deadline and start >= self._next_seq:
                         return
@@ -506,8 +518,10 @@ class MemoryLog:
                 f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes", status=400, code="bad_json"
             )
         target = self._stream(stream, create=self.create_stream_on_append)
-        if len(records) <= MAX_BATCH_RECORDS and sum(r.metered_size for r in records) <= MAX_BATCH_BYTES:
-            return target.append(records, match_seq_num=match_seq_num, fencing_token=fencing_token)  # one batch
+        if len(records) <= MAX_BATCH_RECORDS:
+            sizes = [record.metered_size for record in records]
+            if sum(sizes) <= MAX_BATCH_BYTES:  # one batch, the common case
+                return target.append(records, match_seq_num=match_seq_num, fencing_token=fencing_token, sizes=sizes)
         return append_in_batches(
             records,
             match_seq_num,
