@@ -109,12 +109,17 @@ def list_basins(store: Store, request: ApiRequest) -> ApiResponse:
     return json_response(200, {"basins": [_basin_info(basin) for basin in basins], "has_more": has_more})
 
 
+def _create_request(request: ApiRequest, kind: str, check: Callable[[str, str], str]) -> tuple[str, dict[str, Any]]:
+    """The name (field ``kind``, checked by ``check``) and body of a ``Create{Basin,Stream}Request``."""
+    obj = json_object(_json_body(request), f"Create{kind.title()}Request")
+    if kind not in obj:
+        raise bad_json(f"Failed to deserialize the JSON body: missing field `{kind}`")
+    return check(json_string(obj[kind], kind), "bad_json"), obj
+
+
 def create_basin(store: Store, request: ApiRequest) -> ApiResponse:
     token = _request_token(request)
-    obj = json_object(_json_body(request), "CreateBasinRequest")
-    if "basin" not in obj:
-        raise bad_json("Failed to deserialize the JSON body: missing field `basin`")
-    name = check_basin_name(json_string(obj["basin"], "basin"), "bad_json")
+    name, obj = _create_request(request, "basin", check_basin_name)
     basin, result = store.create_basin(name, basin_config(obj.get("config"), "config"), token)
     return json_response(201, _basin_info(basin), {"s2-provision-result": result})
 
@@ -151,10 +156,7 @@ def list_streams(store: Store, request: ApiRequest) -> ApiResponse:
 
 def create_stream(store: Store, request: ApiRequest) -> ApiResponse:
     token = _request_token(request)
-    obj = json_object(_json_body(request), "CreateStreamRequest")
-    if "stream" not in obj:
-        raise bad_json("Failed to deserialize the JSON body: missing field `stream`")
-    name = check_stream_name(json_string(obj["stream"], "stream"), "bad_json")
+    name, obj = _create_request(request, "stream", check_stream_name)
     config = stream_config(obj.get("config"), "config")
     entry, result = store.create_stream(store.basin(request.basin), name, config, token)
     return json_response(201, _stream_info(entry), {"s2-provision-result": result})
