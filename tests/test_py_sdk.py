@@ -282,3 +282,24 @@ def test_the_readmes_python_sdk_example() -> None:
         with contextlib.redirect_stdout(out):
             exec(compile(block.replace("http://127.0.0.1:8080", server.url), "README.md", "exec"), {})
     assert out.getvalue().strip() == "[b'from the Python SDK']"
+
+
+def test_latency_and_commit_then_drop_over_http2(server: S2Server) -> None:
+    server.faults.add("check_tail", "slow", latency=0.5, times=1)
+    server.faults.add("append", "committed", drop_after_commit=True, times=1)
+
+    async def body(s2: S2) -> tuple[float, BaseException | None, list[bytes]]:
+        started = asyncio.get_running_loop().time()
+        await s2.basin(BASIN).stream("slow").check_tail()
+        slow = asyncio.get_running_loop().time() - started
+        stream = s2.basin(BASIN).stream("committed")
+        error = None
+        try:
+            await _session_append(stream, b"landed")
+        except Exception as exc:
+            error = exc
+        return slow, error, [r.body for r in (await stream.read(start=SeqNum(0))).records]
+
+    slow, error, landed = run(server, body)
+    assert slow >= 0.5
+    assert error is not None and landed == [b"landed"]  # appended, then the connection was cut
