@@ -20,6 +20,16 @@ from typing import Any
 
 from .api import Api, ApiRequest, ApiResponse, DropConnection, protocol_error
 
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+except ImportError:  # pragma: no cover - without the `server` extra
+    HAVE_H2 = False
+else:
+    HAVE_H2 = True
+
 __all__ = ["PREFACE_LINE", "accepts", "serve"]
 
 logger = logging.getLogger(__name__)
@@ -33,16 +43,18 @@ class _Closed(Exception):
     """The connection or the request's stream is gone."""
 
 
+def _text(value: str | bytes) -> str:
+    """A header name or value as text (h2 decodes them with the configured encoding; its types say bytes)."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
 def accepts(first_line: bytes) -> bool:
     return first_line == PREFACE_LINE
 
 
 def serve(sock: socket.socket, rfile: BufferedReader, first_line: bytes, api: Api, stopping: threading.Event) -> None:
     """Serve one HTTP/2 connection until it closes."""
-    try:
-        import h2.config
-        import h2.connection
-    except ImportError:
+    if not HAVE_H2:
         logger.warning(
             "an HTTP/2 client connected, but the `h2` package is missing: pip install 'resumable-stream-s2[server]'"
         )
@@ -76,16 +88,10 @@ class _Connection:
         self.requests: dict[int, _Request] = {}
         self.outgoing = bytearray()
         self.closed = False
-        import h2.exceptions
-
-        self.errors = h2.exceptions.H2Error
 
     # -- reading -------------------------------------------------------------
 
     def run(self, first_line: bytes, rfile: BufferedReader) -> None:
-        import h2.events
-        import h2.exceptions
-
         writer = threading.Thread(target=self._write_loop, name="s2-local h2 writer", daemon=True)
         with self.cond:
             self.h2.initiate_connection()
@@ -102,7 +108,7 @@ class _Connection:
                         self._flush()
                         break
                     for event in events:
-                        self._on_event(event, h2.events)
+                        self._on_event(event)
                     self._flush()
                 data = rfile.read1(65536)
         except OSError as exc:
@@ -111,17 +117,17 @@ class _Connection:
             self._close()
             writer.join(5)
 
-    def _on_event(self, event: Any, events: Any) -> None:
+    def _on_event(self, event: Any) -> None:
         """Handle one h2 event. Called with the condition held."""
-        if isinstance(event, events.RequestReceived):
-            headers = dict(event.headers)
+        if isinstance(event, h2.events.RequestReceived):
+            headers = {_text(name): _text(value) for name, value in event.headers}
             request = self.requests[event.stream_id] = _Request(event.stream_id, headers)
             if headers.get("content-type", "").split(";")[0].strip().lower() == _STREAMING_CONTENT_TYPE:
                 request.chunks = queue.SimpleQueue()
                 self._start(request)
             if event.stream_ended is not None:
                 self._on_end(request)
-        elif isinstance(event, events.DataReceived):
+        elif isinstance(event, h2.events.DataReceived):
             if event.flow_controlled_length:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             receiving = self.requests.get(event.stream_id)
@@ -132,16 +138,16 @@ class _Connection:
                     receiving.parts.append(event.data)
                 if event.stream_ended is not None:
                     self._on_end(receiving)
-        elif isinstance(event, events.StreamReset):
+        elif isinstance(event, h2.events.StreamReset):
             reset = self.requests.pop(event.stream_id, None)
             if reset is not None:
                 reset.reset = True
                 if reset.chunks is not None:
                     reset.chunks.put(None)
             self.cond.notify_all()
-        elif isinstance(event, (events.WindowUpdated, events.RemoteSettingsChanged)):
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self.cond.notify_all()
-        elif isinstance(event, events.ConnectionTerminated):
+        elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed = True
             self.cond.notify_all()
 
@@ -198,7 +204,10 @@ class _Connection:
         with self.cond:
             self._check(request)
             end = response.stream is None and not response.body
-            self.h2.send_headers(request.stream_id, head, end_stream=end)
+            try:
+                self.h2.send_headers(request.stream_id, head, end_stream=end)
+            except h2.exceptions.H2Error as exc:  # the client reset the stream
+                raise _Closed from exc
             self._flush()
         if response.stream is None:
             if response.body:
@@ -226,7 +235,7 @@ class _Connection:
                         continue
                     piece, view = view[:window], view[window:]
                     self.h2.send_data(request.stream_id, piece.tobytes(), end_stream=end_stream and not len(view))
-                except self.errors as exc:  # the client closed or reset the stream
+                except h2.exceptions.H2Error as exc:  # the client closed or reset the stream
                     raise _Closed from exc
                 self._flush()
                 if not len(view):
