@@ -14,6 +14,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from io import BufferedReader
 from typing import Any
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 #: The first line of the HTTP/2 client preface.
 PREFACE_LINE = b"PRI * HTTP/2.0\r\n"
 _STREAMING_CONTENT_TYPE = "s2s/proto"  # an append session: its body is handled as it arrives
+_DRAIN_SECONDS = 1.0  # how long requests may go on answering once the client has stopped sending
 
 
 class _Closed(Exception):
@@ -114,8 +116,16 @@ class _Connection:
         except OSError as exc:
             logger.debug("HTTP/2 connection ended: %r", exc)
         finally:
+            self._finish_requests(_DRAIN_SECONDS)
             self._close()
             writer.join(5)
+
+    def _finish_requests(self, timeout: float) -> None:
+        """Give requests still being answered (a session ending with the server) time to send their last bytes."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.requests and not self.closed and (remaining := deadline - time.monotonic()) > 0:
+                self.cond.wait(remaining)
 
     def _on_event(self, event: Any) -> None:
         """Handle one h2 event. Called with the condition held."""
@@ -194,6 +204,7 @@ class _Connection:
                 response.stream.close()
             with self.cond:
                 self.requests.pop(request.stream_id, None)
+                self.cond.notify_all()
 
     def _respond(self, request: _Request, response: ApiResponse) -> None:
         if response.drop:
