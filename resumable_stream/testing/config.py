@@ -46,9 +46,13 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+
+
 def parse_json(body: bytes) -> Any:
+    """A request body as JSON, refusing duplicate fields and ``NaN``/``Infinity``; 400 ``bad_json`` if malformed."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+        return _DECODER.decode(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise bad_json(f"Failed to parse the request body as JSON: {exc}") from None
 

@@ -219,8 +219,8 @@ def append(store: Store, request: ApiRequest) -> ApiResponse:
         return ApiResponse(200, drop=True)
     if request.media_type("accept") in _PROTOBUF:
         return ApiResponse(200, {"content-type": "application/protobuf"}, sessions.proto().append_ack(ack))
-    positions = (ack.start, ack.end, ack.tail)
-    body = _ACK_JSON % tuple(value for p in positions for value in (p.seq_num, p.timestamp))
+    start, end, tail = ack.start, ack.end, ack.tail
+    body = _ACK_JSON % (start.seq_num, start.timestamp, end.seq_num, end.timestamp, tail.seq_num, tail.timestamp)
     return ApiResponse(200, {"content-type": "application/json"}, body)
 
 
