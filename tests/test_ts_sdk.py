@@ -2,7 +2,7 @@
 
 ``tests/js/sdk_check.mjs`` drives ``@s2-dev/streamstore`` (pinned to 0.27.0)
 through basins, streams, appends, reads, long-polls, read and append sessions,
-fencing errors, odd names and injected faults, once on its default transport
+fencing errors, odd names, bytes records and injected faults, once on its default transport
 (in Node: S2S over HTTP/2 for sessions, fetch for the rest) and once with
 ``forceTransport: "fetch"`` (unary JSON and SSE). ``tests/js/resumer.mjs``
 follows the record protocol of ``@s2-dev/resumable-stream`` to read what this
@@ -133,6 +133,8 @@ def test_the_official_typescript_sdk_works_against_the_server(
     assert result["fencedAppend"] == 7
     assert result["longPoll"] == [{"seqNum": 8, "body": "woken"}]
     assert result["oddName"] == ["odd"]
+    assert result["binaryRead"] == [{"body": [0, 255, 1], "headers": [[[107], [2, 0]]]}]  # protobuf on fetch
+    assert result["binarySession"] == [[0, 255, 1]]
 
     assert (result["appendSessionFault"]["status"], result["appendSessionFault"]["code"]) == (503, "unavailable")
     assert result["afterFault"] == 0  # the faulted append was answered, not handled

@@ -174,6 +174,19 @@ result.readSessionFault = await failure(async () => {
 });
 await faulty.close();
 
+// Bytes records (protobuf bodies on the fetch transport), read back as bytes, unary and in a session.
+const binary = basin.stream("binary", streamOptions);
+const binaryRecord = AppendRecord.bytes({ body: new Uint8Array([0, 255, 1]), headers: [["k", new Uint8Array([2, 0])]] });
+await binary.append(AppendInput.create([binaryRecord]));
+const binaryBatch = await binary.read({ start: { from: { seqNum: 0 } } }, { as: "bytes" });
+result.binaryRead = binaryBatch.records.map((r) => ({ body: Array.from(r.body), headers: r.headers.map(([n, v]) => [Array.from(n), Array.from(v)]) }));
+const binarySession = await binary.readSession({ start: { from: { seqNum: 0 } }, stop: { limits: { count: 1 } } }, { as: "bytes" });
+result.binarySession = [];
+for await (const record of binarySession) {
+  result.binarySession.push(Array.from(record.body));
+}
+await binary.close();
+
 // Reconfigure the basin so reads no longer create streams.
 result.reconfiguredBasin = await s2.basins.reconfigure({ basin: basinName, createStreamOnRead: false });
 result.missingStream = await failure(() => basin.stream("missing", streamOptions).checkTail());
