@@ -336,6 +336,18 @@ def test_chunked_request_bodies_are_accepted(server: S2Server, client: Client, s
     assert bodies(client.ok_read(stream, seq_num=0)) == ["chunked"]
 
 
+def test_expect_100_continue_is_answered_before_the_body(server: S2Server, stream: str) -> None:
+    body = json.dumps({"records": [{"body": "x" * 2000}]}).encode()
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(
+            f"POST {records_path(stream)} HTTP/1.1\r\nHost: x\r\ns2-basin: {BASIN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 # -- basins ----------------------------------------------------------------
 
 

@@ -45,7 +45,7 @@ def serve(sock: socket.socket, rfile: BufferedReader, first_line: bytes, api: Ap
     line = first_line
     while line:
         try:
-            request, keep_alive = _read_request(line, rfile)
+            request, keep_alive = _read_request(line, rfile, sock)
         except _BadRequest as exc:
             _write(sock, protocol_error(400, str(exc)), keep_alive=False)
             return
@@ -64,7 +64,7 @@ def serve(sock: socket.socket, rfile: BufferedReader, first_line: bytes, api: Ap
         line = rfile.readline(_MAX_LINE)
 
 
-def _read_request(line: bytes, rfile: BufferedReader) -> tuple[ApiRequest, bool]:
+def _read_request(line: bytes, rfile: BufferedReader, sock: socket.socket) -> tuple[ApiRequest, bool]:
     parts = line.rstrip(b"\r\n").split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         raise _BadRequest(f"malformed request line {line[:100]!r}")
@@ -87,6 +87,8 @@ def _read_request(line: bytes, rfile: BufferedReader) -> tuple[ApiRequest, bool]
     connection = headers.get("connection", "").lower()
     keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
     path, _, query = target.partition("?")
+    if headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for this before sending a large body
     request = ApiRequest(method, path, query, headers, _read_body(headers, rfile))
     return request, keep_alive
 
