@@ -141,3 +141,14 @@ def test_kill_9_under_load_loses_nothing_acknowledged_and_leaves_no_half_batch(t
         match = re.fullmatch(r"(w\d+-\d+)-0", bodies[start])
         assert match is not None, bodies[start : start + BATCH]
         assert bodies[start : start + BATCH] == [f"{match.group(1)}-{i}" for i in range(BATCH)]
+
+
+def test_a_data_dir_serves_one_server_at_a_time(tmp_path: Path) -> None:
+    with S2Server(data_dir=tmp_path):
+        with pytest.raises(RuntimeError, match="in use by another local S2 server"):
+            S2Server(data_dir=tmp_path).start()
+        command = [sys.executable, "-m", "resumable_stream.testing.server", "--data-dir", str(tmp_path)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and "in use by another local S2 server" in done.stderr and done.stdout == ""
+    with S2Server(data_dir=tmp_path):  # free again once the first stopped
+        pass

@@ -10,6 +10,7 @@ or power loss may be lost, never half-applied.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import struct
@@ -23,10 +24,12 @@ from typing import Any
 from ..log import Header, SequencedRecord
 from .config import BasinConfig, basin_config
 
-__all__ = ["DATABASE_NAME", "Journal", "SavedStream"]
+__all__ = ["DATABASE_NAME", "LOCK_NAME", "Journal", "SavedStream"]
 
 #: The database file inside the data directory.
 DATABASE_NAME = "s2-local.sqlite3"
+#: The file a server holds a lock on while it uses the directory.
+LOCK_NAME = "s2-local.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS basins (
@@ -96,6 +99,13 @@ class Journal:
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DATABASE_NAME
+        # One server per directory: a second one would serve a copy that the first does not see.
+        self._owner = (directory / LOCK_NAME).open("a")
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._owner.close()
+            raise RuntimeError(f"{directory} is in use by another local S2 server") from None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -108,6 +118,7 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._owner.close()  # and with it the directory's lock
 
     def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         with self._lock:

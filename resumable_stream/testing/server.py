@@ -168,13 +168,17 @@ class S2Server:
         """Bind and serve on a daemon thread; returns once the server accepts connections."""
         if self._listener is not None or self._stopped:
             raise RuntimeError("the server is already running or was stopped")
-        journal = None if self.data_dir is None else Journal(self.data_dir)
+        family = socket.getaddrinfo(self.host, self._port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.create_server((self.host, self._port), family=family, backlog=1024)
+        try:
+            journal = None if self.data_dir is None else Journal(self.data_dir)
+        except BaseException:
+            listener.close()
+            raise
         store = Store(heartbeat_interval=self.heartbeat_interval, journal=journal)
         for name in self._basins:
             if store.basin_or_none(name) is None:
                 store.ensure_basin(name, BasinConfig(create_stream_on_append=True, create_stream_on_read=True))
-        family = socket.getaddrinfo(self.host, self._port, type=socket.SOCK_STREAM)[0][0]
-        listener = socket.create_server((self.host, self._port), family=family, backlog=1024)
         self._port = listener.getsockname()[1]
         self._store, self._listener = store, listener
         self._api = Api(store, self.faults, OPERATIONS, self._stopping)
@@ -307,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server.start()
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:  # the port is taken, the data directory in use...
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"READY {server.url}", flush=True)
     stop.wait()
     server.stop(timeout=0.9)
