@@ -1,18 +1,33 @@
 # The two commands of the README:
 #   make run    install into .venv-run and start the chat example on the embedded log
+#               (HOST=, PORT= to listen elsewhere; ARGS= for more options, e.g. ARGS='--gunicorn --workers 2')
 #   make test   install into .venv-test (and the Debian packages the tests need) and run every test
 # Each creates its own virtualenv; nothing else has to be installed by hand.
+#   make dist   build the sdist and the wheel into $(DIST) (default dist/)
+#   make screenshots   take the README's picture of the chat example again (docs/flask_chat.png)
 
 PYTHON ?= python3
 RUN_VENV := .venv-run
 TEST_VENV := .venv-test
+DIST_VENV := .venv-dist
 HOST ?= 127.0.0.1
 PORT ?= 8000
+ARGS ?=
+DIST ?= dist
+# -qq: pip at -q also prints setuptools' notice about editable installs, which needs no action here.
+PIP_QUIET := --quiet --quiet
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean dist screenshots
 
 run: $(RUN_VENV)/.installed
-	$(RUN_VENV)/bin/python -m examples.flask_chat --host $(HOST) --port $(PORT)
+	$(RUN_VENV)/bin/python -m examples.flask_chat --host $(HOST) --port $(PORT) $(ARGS)
+
+dist: $(DIST_VENV)/.installed
+	rm -rf $(DIST)
+	$(DIST_VENV)/bin/python -m build --outdir $(DIST) .
+
+screenshots: $(TEST_VENV)/.installed
+	UPDATE_SCREENSHOTS=1 $(TEST_VENV)/bin/python -m pytest tests/test_browser.py -k screenshot
 
 test: $(TEST_VENV)/.installed
 	.ci/system-packages
@@ -22,13 +37,18 @@ test: $(TEST_VENV)/.installed
 
 $(RUN_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(RUN_VENV)
-	$(RUN_VENV)/bin/pip install --quiet -e ".[flask]"
+	$(RUN_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask]" gunicorn
 	touch $@
 
 $(TEST_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(TEST_VENV)
-	$(TEST_VENV)/bin/pip install --quiet -e ".[flask,django,server,dev]"
+	$(TEST_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask,django,server,dev]"
+	touch $@
+
+$(DIST_VENV)/.installed:
+	.ci/venv $(PYTHON) $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install $(PIP_QUIET) build
 	touch $@
 
 clean:
-	rm -rf $(RUN_VENV) $(TEST_VENV) tests/js/node_modules *.egg-info
+	rm -rf $(RUN_VENV) $(TEST_VENV) $(DIST_VENV) tests/js/node_modules tests/ai_sdk_js/node_modules examples/ai_sdk_chat/client/node_modules dist build *.egg-info

@@ -5,18 +5,18 @@ thread and is written to a durable log as it is produced. Any number of
 readers, in any thread or process, can follow it from the start or from a
 cursor, so a reloaded page continues where it was.
 
-The public names are re-exported here; the modules are ``s2`` (the S2
-client), ``memory`` (the in-process log), ``engine`` (the context),
-``sse``, ``flask`` and ``django`` (web helpers) and ``testing`` (a local
+The public names are re-exported here. The modules: ``s2`` (the S2
+client) and ``memory`` (the in-process log), both behind the ``log``
+interface; the engine's parts, ``context`` (the API), ``protocol`` (claims
+and status on the log), ``producer``, ``writer``, ``reader``, ``stops``
+and ``liveness``; the web helpers ``sse``, ``flask``, ``django`` and
+``ai_sdk`` (the Vercel AI SDK's ``useChat``); and ``testing`` (a local
 S2-compatible server).
 """
 
 import logging
 
-from .engine import ResumableStream as ResumableStream
-from .engine import ResumableStreamContext as ResumableStreamContext
-from .engine import StreamState as StreamState
-from .engine import StreamStatus as StreamStatus
+from .context import ResumableStreamContext as ResumableStreamContext
 from .exceptions import AppendConditionFailed as AppendConditionFailed
 from .exceptions import BadRequest as BadRequest
 from .exceptions import ConfigurationError as ConfigurationError
@@ -40,6 +40,9 @@ from .log import Record as Record
 from .log import SequencedRecord as SequencedRecord
 from .log import StreamPosition as StreamPosition
 from .memory import MemoryLog as MemoryLog
+from .protocol import StreamState as StreamState
+from .protocol import StreamStatus as StreamStatus
+from .reader import ResumableStream as ResumableStream
 from .s2 import RetryPolicy as RetryPolicy
 from .s2 import S2Client as S2Client
 

@@ -68,11 +68,16 @@ def terminal_state(token: str) -> str | None:
     return next((state for state, prefix in _TERMINAL_PREFIXES if token.startswith(prefix)), None)
 
 
+def recordable_message(message: str) -> str:
+    """``message`` as it is recorded (and read back): at most 8 KiB of UTF-8, cut at a character."""
+    return message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
+
+
 def terminal_records(state: str, message: str | None = None) -> list[Record]:
     """The records that end a stream in ``state``: the failure message, if any, then the fence."""
     records = []
     if message is not None:
-        text = message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
+        text = recordable_message(message)
         records.append(Record(b"", ((_META, b"error"), (_MESSAGE, text.encode()))))
     records.append(Record.fence(new_token(dict(_TERMINAL_PREFIXES)[state])))
     return records

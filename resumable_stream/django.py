@@ -36,27 +36,31 @@ from typing import Any
 from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from .engine import ResumableStream
-from .sse import AI_SDK_HEADERS, HEADERS, cursor_from, sse_frames
+from .reader import ResumableStream
+from .sse import AI_SDK_HEADERS, HEADERS, ErrorMessage, cursor_from, sse_frames
 
 __all__ = ["resume_cursor", "sse_response"]
 
 
 def sse_response(
-    stream: ResumableStream[Any] | None, *, keepalive: float = 15.0, ai_sdk: bool = False
+    stream: ResumableStream[Any] | None,
+    *,
+    keepalive: float = 15.0,
+    ai_sdk: bool = False,
+    error_message: ErrorMessage | None = None,
 ) -> HttpResponse | StreamingHttpResponse:
     """A ``StreamingHttpResponse`` of ``text/event-stream`` for ``stream``, or an empty 204 when it is ``None``.
 
     204 tells an ``EventSource`` to stop reconnecting, and the Vercel AI SDK
     that there is no active stream. ``ai_sdk=True`` adds the
     ``x-vercel-ai-ui-message-stream: v1`` header and ends the stream in the
-    AI SDK's terms (see :mod:`resumable_stream.sse`).
+    AI SDK's terms. Clients are told a failure with a generic message unless
+    ``error_message`` says otherwise (see :mod:`resumable_stream.sse`).
     """
     if stream is None:
         return HttpResponse(status=204)
-    response = StreamingHttpResponse(
-        sse_frames(stream, keepalive=keepalive, ai_sdk=ai_sdk), content_type="text/event-stream"
-    )
+    frames = sse_frames(stream, keepalive=keepalive, ai_sdk=ai_sdk, error_message=error_message)
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
     for name, value in {**HEADERS, **(AI_SDK_HEADERS if ai_sdk else {})}.items():
         response[name] = value
     return response

@@ -23,28 +23,35 @@ from typing import Any, TypeVar
 from flask import Flask, Request, Response, abort, current_app
 from flask import request as current_request
 
-from .engine import ResumableStream
-from .sse import AI_SDK_HEADERS, HEADERS, cursor_from, sse_frames
+from .ai_sdk import ChatRequest, parse_chat_request
+from .reader import ResumableStream
+from .sse import AI_SDK_HEADERS, HEADERS, ErrorMessage, cursor_from, sse_frames
 
-__all__ = ["resume_cursor", "sse_response", "with_app_context"]
+__all__ = ["chat_request", "resume_cursor", "sse_response", "with_app_context"]
 
 T = TypeVar("T")
 
 
-def sse_response(stream: ResumableStream[Any] | None, *, keepalive: float = 15.0, ai_sdk: bool = False) -> Response:
+def sse_response(
+    stream: ResumableStream[Any] | None,
+    *,
+    keepalive: float = 15.0,
+    ai_sdk: bool = False,
+    error_message: ErrorMessage | None = None,
+) -> Response:
     """A streaming ``text/event-stream`` response for ``stream``, or an empty 204 when it is ``None``.
 
     204 tells an ``EventSource`` to stop reconnecting, and the Vercel AI SDK
     that there is no active stream. ``ai_sdk=True`` adds the
     ``x-vercel-ai-ui-message-stream: v1`` header and ends the stream in the
-    AI SDK's terms (see :mod:`resumable_stream.sse`).
+    AI SDK's terms. Clients are told a failure with a generic message unless
+    ``error_message`` says otherwise (see :mod:`resumable_stream.sse`).
     """
     if stream is None:
         return Response(status=204)
     headers = {**HEADERS, **(AI_SDK_HEADERS if ai_sdk else {})}
-    return Response(
-        sse_frames(stream, keepalive=keepalive, ai_sdk=ai_sdk), mimetype="text/event-stream", headers=headers
-    )
+    frames = sse_frames(stream, keepalive=keepalive, ai_sdk=ai_sdk, error_message=error_message)
+    return Response(frames, mimetype="text/event-stream", headers=headers)
 
 
 def resume_cursor(request: Request | None = None) -> str | None:
@@ -55,6 +62,18 @@ def resume_cursor(request: Request | None = None) -> str | None:
     request = request if request is not None else current_request
     try:
         return cursor_from(request.headers.get("Last-Event-ID"), request.args.get("from"))
+    except ValueError as exc:
+        abort(400, description=str(exc))
+
+
+def chat_request(request: Request | None = None) -> ChatRequest:
+    """The AI SDK ``DefaultChatTransport``'s POST body ``{id, messages, trigger}``; 400 when it is not one.
+
+    Uses the current request by default. See :mod:`resumable_stream.ai_sdk`.
+    """
+    request = request if request is not None else current_request
+    try:
+        return parse_chat_request(request.get_json(silent=True))
     except ValueError as exc:
         abort(400, description=str(exc))
 

@@ -15,9 +15,9 @@ big-endian sequence number).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -56,11 +56,12 @@ _TRIM = b"trim"
 
 def metered_size(body: bytes, headers: Sequence[Header] = ()) -> int:
     """Size of a record as S2 meters it: 8 bytes, plus 2 and the name and value of each header, plus the body."""
+    if not headers:
+        return 8 + len(body)
     return 8 + sum(2 + len(name) + len(value) for name, value in headers) + len(body)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """A record to append.
 
     ``timestamp`` (milliseconds since the epoch) is optional; the log assigns
@@ -94,8 +95,7 @@ class StreamPosition:
     timestamp: int
 
 
-@dataclass(frozen=True, slots=True)
-class SequencedRecord:
+class SequencedRecord(NamedTuple):
     """A record as read back from the log."""
 
     seq_num: int
@@ -157,12 +157,14 @@ class Log(Protocol):
         *,
         match_seq_num: int | None = None,
         fencing_token: str | None = None,
+        timeout: float | None = None,
     ) -> AppendAck:
         """Append ``records`` atomically.
 
         ``fencing_token=None`` skips the token check; ``""`` asserts that the
         stream is not fenced. ``match_seq_num`` asserts the sequence number
-        the first record gets.
+        the first record gets. ``timeout`` (seconds) bounds the whole call,
+        retries included.
         """
         ...
 
@@ -182,6 +184,24 @@ class Log(Protocol):
         With neither, the read starts at the tail. ``wait`` (seconds, at most
         60) makes a read at the tail long-poll: it returns as soon as records
         arrive, or an empty batch when the wait ends.
+        """
+        ...
+
+    def read_session(
+        self,
+        stream: str,
+        *,
+        seq_num: int | None = None,
+        wait: int | None = None,
+        clamp: bool = False,
+    ) -> Iterator[ReadBatch | StreamPosition]:
+        """A streaming read from ``seq_num``: batches as they are written, and heartbeats.
+
+        Yields non-empty :class:`ReadBatch` objects and, while following the
+        tail, :class:`StreamPosition` heartbeats (the tail). ``wait`` (whole
+        seconds) bounds the gap between records: the session ends when no
+        record arrives for that long (``0``: at the tail); without ``wait``
+        it follows forever. Closing the iterator ends the session.
         """
         ...
 

@@ -505,11 +505,13 @@ class MemoryLog:
         *,
         match_seq_num: int | None = None,
         fencing_token: str | None = None,
+        timeout: float | None = None,
     ) -> AppendAck:
         """Append ``records``; see :meth:`Log.append <resumable_stream.log.Log.append>`.
 
         More than 1000 records or 1 MiB are appended as consecutive atomic
-        batches, as :class:`~resumable_stream.S2Client` does.
+        batches, as :class:`~resumable_stream.S2Client` does. It never waits,
+        so ``timeout`` has nothing to bound.
         """
         if not records:
             raise _invalid("record batch must not be empty")

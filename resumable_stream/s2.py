@@ -32,38 +32,29 @@ errors that guarantee nothing was written.
 from __future__ import annotations
 
 import base64
-import http.cookiejar
 import json
 import logging
 import os
 import random
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-import requests
-import requests.adapters
-import requests.auth
 import tenacity
-from urllib3.exceptions import NewConnectionError
 
 from ._fork import reset_after_fork
+from ._http import Failure, Secret, Transport, position, sse_events
 from .exceptions import (
     AppendConditionFailed,
-    BadRequest,
     ConfigurationError,
     Conflict,
-    FencingTokenMismatch,
     NotFound,
-    PermissionDenied,
-    RangeNotSatisfiable,
-    RateLimited,
     S2Error,
-    SeqNumMismatch,
     Unavailable,
 )
 from .log import (
@@ -121,29 +112,6 @@ class RetryPolicy:
         return base + random.uniform(0, base)
 
 
-class _Failure(Exception):
-    """One failed attempt, and whether retrying it is allowed."""
-
-    def __init__(self, error: S2Error, *, retryable: bool, ambiguous: bool, retry_after: float | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retryable = retryable
-        self.ambiguous = ambiguous  # the request may have taken effect
-        self.retry_after = retry_after
-
-
-class _BearerAuth(requests.auth.AuthBase):
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self._header
-        return request
-
-    def __repr__(self) -> str:
-        return "<BearerAuth ***>"
-
-
 def _endpoint(variable: str, value: str) -> str:
     """Normalise an endpoint URL: add ``https://`` to a bare host and ``/v1`` to an empty path."""
     value = value.strip()
@@ -174,6 +142,18 @@ def _setting(value: str | None, variable: str, default: str | None = None) -> st
     return value
 
 
+def _token(value: str | None) -> Secret:
+    """The access token, checked without ever showing it: it goes into a header as it is."""
+    token = Secret(_setting(value, "S2_ACCESS_TOKEN"))
+    text = token.reveal()
+    if not (text.isascii() and text.isprintable()) or " " in text:
+        raise ConfigurationError(
+            "S2_ACCESS_TOKEN",
+            "must be printable ASCII without spaces (is there a trailing newline, or a stray character?)",
+        )
+    return token
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -185,20 +165,22 @@ def _unb64(text: str) -> bytes:
 class S2Client:
     """A synchronous client for one S2 basin. Implements :class:`~resumable_stream.log.Log`.
 
-    Thread-safe: create one per process and share it between threads. It keeps
-    a pool of up to ``max_connections`` keep-alive connections; a forked child
-    process gets fresh connections. Every request has a connect timeout and a
-    read timeout; the read timeout of a long-poll is its ``wait`` plus
-    ``request_timeout``.
+    Thread-safe: create one per process and share it between threads. Unary
+    requests share up to ``max_connections`` keep-alive connections (a request
+    waits for a free one); each read session holds a connection of its own
+    while it follows a stream. A forked child process gets fresh connections.
+    Every request has a connect timeout and a read timeout; the read timeout
+    of a long-poll is its ``wait`` plus ``request_timeout``.
 
     Arguments left as ``None`` are read from the environment (see the module
     documentation); a missing or malformed setting raises
-    :class:`~resumable_stream.exceptions.ConfigurationError` naming it.
+    :class:`~resumable_stream.exceptions.ConfigurationError` naming it. The
+    access token is never shown: not in logs, exceptions or reprs.
 
     :param retry: the retry policy (default :class:`RetryPolicy()`).
     :param connect_timeout: seconds to establish a connection.
     :param request_timeout: seconds to wait for an answer, beyond any long-poll wait.
-    :param max_connections: connections kept open for reuse.
+    :param max_connections: keep-alive connections for unary requests.
     """
 
     def __init__(
@@ -211,9 +193,9 @@ class S2Client:
         retry: RetryPolicy | None = None,
         connect_timeout: float = 3.05,
         request_timeout: float = 10.0,
-        max_connections: int = 50,
+        max_connections: int = 16,
     ) -> None:
-        token = _setting(access_token, "S2_ACCESS_TOKEN")
+        token = _token(access_token)
         self.basin = _setting(basin, "S2_BASIN")
         if not _BASIN_NAME.match(self.basin):
             raise ConfigurationError(
@@ -231,38 +213,31 @@ class S2Client:
         self.direct_basin = "{basin}" not in basin_template
         self.basin_endpoint = basin_template.replace("{basin}", self.basin)
         self.retry = retry or RetryPolicy()
-        self._timeouts = (connect_timeout, request_timeout)
-        self._max_connections = max_connections
-        self._auth = _BearerAuth(token)
         self._closed = threading.Event()
-        self._session = self._new_session()
+        headers = {"User-Agent": "resumable-stream-python"}
+        if self.direct_basin:
+            headers["s2-basin"] = self.basin
+        self._transport_settings = (token, headers, connect_timeout, request_timeout, max_connections)
+        self._http = self._new_transport()
         reset_after_fork(self._after_fork)
 
-    def __repr__(self) -> str:
-        return f"<S2Client basin={self.basin!r} endpoint={self.basin_endpoint!r}>"
+    def _new_transport(self) -> Transport:
+        token, headers, connect_timeout, request_timeout, max_connections = self._transport_settings
+        return Transport(token, headers, endpoint=self.basin_endpoint, connect_timeout=connect_timeout,
+                         request_timeout=request_timeout, max_connections=max_connections)
 
-    def _new_session(self) -> requests.Session:
-        session = requests.Session()
-        session.auth = self._auth
-        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        session.headers["User-Agent"] = "resumable-stream-python"
-        if self.direct_basin:
-            session.headers["s2-basin"] = self.basin
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=self._max_connections, max_retries=0, pool_block=False
-        )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
+    def __repr__(self) -> str:
+        # Safe on a client whose constructor raised.
+        return f"<S2Client basin={getattr(self, 'basin', None)!r} endpoint={getattr(self, 'basin_endpoint', None)!r}>"
 
     def _after_fork(self) -> None:
         self._closed = threading.Event()
-        self._session = self._new_session()
+        self._http = self._new_transport()
 
     def close(self) -> None:
         """Close pooled connections and cut short any retry backoff. The client is unusable afterwards."""
         self._closed.set()
-        self._session.close()
+        self._http.close()
 
     def __enter__(self) -> S2Client:
         return self
@@ -279,6 +254,7 @@ class S2Client:
         *,
         match_seq_num: int | None = None,
         fencing_token: str | None = None,
+        timeout: float | None = None,
     ) -> AppendAck:
         """Append ``records`` to ``stream``.
 
@@ -287,15 +263,19 @@ class S2Client:
         the first record. More than 1000 records or 1 MiB (metered) go out
         as consecutive batches, each atomic, each with the fencing token and
         a ``match_seq_num`` that continues from the previous one. A record
-        over 1 MiB raises :class:`ValueError` before any request.
+        over 1 MiB raises :class:`ValueError` before any request. ``timeout``
+        bounds the whole call, retries included (it raises the last error
+        once it has passed).
         """
         validate_stream_name(stream)
         if not records:
             raise ValueError("append needs at least one record")
         if fencing_token is not None and len(fencing_token.encode()) > MAX_FENCING_TOKEN_BYTES:
             raise ValueError(f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes")
+        deadline = None if timeout is None else time.monotonic() + timeout
         return append_in_batches(
-            records, match_seq_num, lambda batch, match: self._append_batch(stream, batch, match, fencing_token)
+            records, match_seq_num,
+            lambda batch, match: self._append_batch(stream, batch, match, fencing_token, deadline),
         )
 
     def read(
@@ -321,38 +301,104 @@ class S2Client:
         it returns as soon as records arrive, or an empty batch.
         """
         validate_stream_name(stream)
-        params: dict[str, Any] = {}
-        for name, value in (
-            ("seq_num", seq_num),
-            ("timestamp", timestamp),
-            ("tail_offset", tail_offset),
-            ("count", count),
-            ("bytes", bytes),
-            ("until", until),
-        ):
-            if value is not None:
-                params[name] = int(value)
+        params = _read_params(seq_num=seq_num, timestamp=timestamp, tail_offset=tail_offset, count=count,
+                              bytes=bytes, until=until, clamp=clamp)
         wait_s = 0
         if wait:
             wait_s = min(int(-(-wait // 1)), MAX_READ_WAIT)  # whole seconds, rounded up
             params["wait"] = wait_s
-        if clamp:
-            params["clamp"] = "true"
         url = self._records_url(stream)
 
         def attempt() -> ReadBatch:
-            return self._send("GET", url, _read_batch, params=params, headers={"s2-format": "base64"}, wait=wait_s)
+            return _read_batch(self._http.request("GET", url, params=params, headers=_BASE64, wait=wait_s))
 
         return self._with_retries(attempt, f"read {stream!r}", idempotent=True, waits=wait_s)
+
+    def read_session(
+        self,
+        stream: str,
+        *,
+        seq_num: int | None = None,
+        count: int | None = None,
+        bytes: int | None = None,
+        wait: int | None = None,
+        clamp: bool = False,
+    ) -> Iterator[ReadBatch | StreamPosition]:
+        """A read session (SSE): batches as they are written, and heartbeats, over one connection.
+
+        See :meth:`Log.read_session <resumable_stream.log.Log.read_session>`.
+        ``count`` and ``bytes`` limit the whole session. A session that
+        breaks off is reopened after the last record it delivered, under the
+        retry policy (whose budget starts again after every event received).
+        Closing the iterator closes the connection.
+        """
+        validate_stream_name(stream)
+        if wait is not None:
+            wait = int(-(-wait // 1))
+        return self._session(stream, seq_num, count, bytes, wait, clamp)
+
+    def _session(self, stream: str, seq_num: int | None, count: int | None, limit_bytes: int | None,
+                 wait: int | None, clamp: bool) -> Iterator[ReadBatch | StreamPosition]:
+        url = self._records_url(stream)
+        failures = 0
+        first_failure = 0.0
+        while True:
+            params = _read_params(seq_num=seq_num, count=count, bytes=limit_bytes, clamp=clamp)
+            if wait is not None:
+                params["wait"] = wait
+            try:
+                if self._closed.is_set():
+                    raise Unavailable("the S2 client is closed")
+                response = self._http.stream(url, params=params, headers=_BASE64)
+                finished = False
+                try:
+                    for event, data in sse_events(response, url):
+                        failures = 0
+                        if event == "batch":
+                            batch = _read_batch(json.loads(data))
+                            if batch.records:
+                                seq_num = batch.records[-1].seq_num + 1
+                                if count is not None:
+                                    count -= len(batch.records)
+                                if limit_bytes is not None:
+                                    limit_bytes -= sum(r.metered_size for r in batch.records)
+                            yield batch
+                        elif event == "ping":
+                            tail = json.loads(data).get("tail")
+                            if tail:
+                                yield position(tail)
+                        elif event == "error":
+                            raise _session_error(url, data)
+                    finished = True
+                    return
+                finally:
+                    if finished:
+                        response.drain_conn()
+                        response.release_conn()
+                    else:
+                        response.close()
+            except Failure as failure:
+                if not failure.retryable or self._closed.is_set():
+                    raise failure.error from None
+                now = time.monotonic()
+                failures += 1
+                if failures == 1:
+                    first_failure = now
+                policy = self.retry
+                if failures >= policy.max_attempts or now - first_failure > policy.max_elapsed:
+                    raise failure.error from None
+                delay = max(policy.backoff(failures), failure.retry_after or 0)
+                logger.warning("S2 read session on %r failed (%s); reopening in %.2f s", stream, failure.error, delay)
+                self._closed.wait(delay)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise Unavailable(f"GET {urlsplit(url).path}: unexpected event ({type(exc).__name__}: {exc})") from None
 
     def check_tail(self, stream: str) -> StreamPosition:
         """The stream's next sequence number and the timestamp of its last record."""
         validate_stream_name(stream)
         url = self._records_url(stream) + "/tail"
-
-        return self._with_retries(
-            lambda: self._send("GET", url, _tail), f"check tail of {stream!r}", idempotent=True
-        )
+        return self._with_retries(lambda: _tail(self._http.request("GET", url)), f"check tail of {stream!r}",
+                                  idempotent=True)
 
     def ensure_stream(self, stream: str, config: Mapping[str, Any] | None = None) -> None:
         """Create ``stream`` if it does not exist.
@@ -367,9 +413,8 @@ class S2Client:
             return
         url = f"{self.basin_endpoint}/streams/{quote(stream, safe='')}"
         body = dict(config)
-        self._with_retries(
-            lambda: self._send("PUT", url, _ignore, json_body=body), f"ensure stream {stream!r}", idempotent=True
-        )
+        self._with_retries(lambda: self._http.request("PUT", url, body=body), f"ensure stream {stream!r}",
+                           idempotent=True)
 
     def ensure_basin(self, config: Mapping[str, Any] | None = None) -> None:
         """Create the basin if it does not exist.
@@ -384,25 +429,24 @@ class S2Client:
             return
         url = f"{self.account_endpoint}/basins/{self.basin}"
         body = {"config": dict(config)}
-        self._with_retries(lambda: self._send("PUT", url, _ignore, json_body=body), "ensure basin", idempotent=True)
+        self._with_retries(lambda: self._http.request("PUT", url, body=body), "ensure basin", idempotent=True)
 
     def _create(self, url: str, body: Mapping[str, Any], what: str) -> None:
         """POST a create; a resource that already exists is fine."""
         headers = {"s2-request-token": uuid.uuid4().hex}  # a retried create replays instead of conflicting
         try:
-            self._with_retries(
-                lambda: self._send("POST", url, _ignore, json_body=body, headers=headers), what, idempotent=True
-            )
+            self._with_retries(lambda: self._http.request("POST", url, body=body, headers=headers), what,
+                               idempotent=True)
         except Conflict as exc:
             if exc.code != "resource_already_exists":
                 raise
 
     # -- appends that are never duplicated -------------------------------
 
-    def _append_batch(
-        self, stream: str, batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None
-    ) -> AppendAck:
+    def _append_batch(self, stream: str, batch: Sequence[Record], match_seq_num: int | None,
+                      fencing_token: str | None, deadline: float | None) -> AppendAck:
         body, fmt = _append_payload(batch, match_seq_num, fencing_token)
+        headers = {"s2-format": fmt}
         url = self._records_url(stream)
         outcome_unknown = False
 
@@ -413,8 +457,8 @@ class S2Client:
                 if landed is not None:
                     return landed
             try:
-                return self._send("POST", url, _ack, json_body=body, headers={"s2-format": fmt})
-            except _Failure as failure:
+                return _ack(self._http.request("POST", url, body=body, headers=headers, deadline=deadline))
+            except Failure as failure:
                 outcome_unknown = outcome_unknown or failure.ambiguous
                 raise
             except AppendConditionFailed:
@@ -426,7 +470,8 @@ class S2Client:
                         return landed
                 raise
 
-        return self._with_retries(attempt, f"append to {stream!r}", idempotent=match_seq_num is not None)
+        return self._with_retries(attempt, f"append to {stream!r}", idempotent=match_seq_num is not None,
+                                  deadline=deadline)
 
     def _landed(self, stream: str, batch: Sequence[Record], match_seq_num: int) -> AppendAck | None:
         """After an attempt with an unknown outcome: the ack if the batch is in the stream at ``match_seq_num``.
@@ -434,17 +479,13 @@ class S2Client:
         ``None`` when it is not there: then sending it again is safe, and if
         someone else wrote meanwhile, the service says so with a 412.
         """
-        tail = self._send("GET", self._records_url(stream) + "/tail", _tail)
+        tail = _tail(self._http.request("GET", self._records_url(stream) + "/tail"))
         end = match_seq_num + len(batch)
         if tail.seq_num < end:
             return None
-        found = self._send(
-            "GET",
-            self._records_url(stream),
-            _read_batch,
-            params={"seq_num": match_seq_num, "count": len(batch)},
-            headers={"s2-format": "base64"},
-        ).records
+        params = {"seq_num": match_seq_num, "count": len(batch)}
+        found = _read_batch(self._http.request("GET", self._records_url(stream), params=params,
+                                               headers=_BASE64)).records
         ours = len(found) == len(batch) and all(
             r.seq_num == match_seq_num + i and r.body == b.body and r.headers == b.headers
             for i, (r, b) in enumerate(zip(found, batch, strict=True))
@@ -455,46 +496,50 @@ class S2Client:
         start = StreamPosition(match_seq_num, found[0].timestamp)
         return AppendAck(start, StreamPosition(end, found[-1].timestamp), tail)
 
-    # -- HTTP ------------------------------------------------------------
+    # -- retries ---------------------------------------------------------
 
     def _records_url(self, stream: str) -> str:
         return f"{self.basin_endpoint}/streams/{quote(stream, safe='')}/records"
 
-    def _with_retries(self, attempt: Callable[[], T], what: str, *, idempotent: bool, waits: float = 0) -> T:
+    def _with_retries(self, attempt: Callable[[], T], what: str, *, idempotent: bool, waits: float = 0,
+                      deadline: float | None = None) -> T:
         """Run ``attempt`` under the retry policy; raise the last error as an :class:`S2Error`.
 
-        ``waits`` is how long an attempt may legitimately take (a long-poll), on top of the policy's budget.
+        ``waits`` is how long an attempt may legitimately take (a long-poll),
+        on top of the policy's budget; ``deadline`` (monotonic) ends retrying
+        earlier.
         """
         if self._closed.is_set():
             raise Unavailable("the S2 client is closed")
+        try:
+            return attempt()  # the common case, without building a retry loop
+        except Failure as failure:
+            first: Failure | None = failure
         policy = self.retry
+        budget = policy.max_elapsed + waits
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic())
 
         def retryable(exc: BaseException) -> bool:
-            return isinstance(exc, _Failure) and exc.retryable and (idempotent or not exc.ambiguous)
+            return isinstance(exc, Failure) and exc.retryable and (idempotent or not exc.ambiguous)
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             delay = policy.backoff(state.attempt_number)
-            if isinstance(exc, _Failure) and exc.retry_after:
+            if isinstance(exc, Failure) and exc.retry_after:
                 delay = max(delay, exc.retry_after)
             return delay
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            logger.warning(
-                "S2 %s failed (%s); retrying in %.2f s (attempt %d of %d)",
-                what,
-                exc,
-                state.upcoming_sleep,
-                state.attempt_number,
-                policy.max_attempts,
-            )
+            logger.warning("S2 %s failed (%s); retrying in %.2f s (attempt %d of %d)", what, exc,
+                           state.upcoming_sleep, state.attempt_number, policy.max_attempts)
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(retryable),
             stop=(
                 tenacity.stop_after_attempt(policy.max_attempts)
-                | tenacity.stop_before_delay(policy.max_elapsed + waits)
+                | tenacity.stop_before_delay(budget)
                 | tenacity.stop_when_event_set(self._closed)
             ),
             wait=wait,
@@ -502,188 +547,104 @@ class S2Client:
             before_sleep=before_sleep,
             reraise=True,
         )
+        def replayed() -> T:
+            # The first attempt has failed already: tenacity sees its failure, then makes the next attempts.
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return attempt()
+
         try:
-            return retrying(attempt)
-        except _Failure as failure:
+            return retrying(replayed)
+        except Failure as failure:
             error = failure.error
         raise error
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        parse: Callable[[Any], T],
-        *,
-        params: Mapping[str, Any] | None = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        wait: float = 0,
-    ) -> T:
-        """One HTTP attempt: ``parse`` applied to the JSON body of a 2xx answer.
 
-        Raises :class:`_Failure` for what may be retried and a final
-        :class:`S2Error` for the rest; an answer that cannot be parsed is an
-        :class:`Unavailable` failure whose effect is unknown.
-        """
-        connect_timeout, request_timeout = self._timeouts
-        data = None
-        all_headers = dict(headers or {})
-        if json_body is not None:
-            data = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
-            all_headers["Content-Type"] = "application/json"
-        # Failures are raised outside the `except` clauses: the requests exceptions they replace hold the
-        # request, and with it the access token, which must not be reachable from what we raise.
-        failure: _Failure | None = None
-        try:
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                data=data,
-                headers=all_headers,
-                timeout=(connect_timeout, request_timeout + wait),
-            )
-        except requests.exceptions.RequestException as exc:
-            never_sent = isinstance(exc, requests.exceptions.ConnectTimeout) or _refused(exc)
-            error = Unavailable(f"{method} {_path(url)}: {type(exc).__name__}: {exc}")
-            failure = _Failure(error, retryable=True, ambiguous=not never_sent)
-        if failure is not None:
-            raise failure
-        if response.status_code >= 300:
-            raise _classify(method, url, response)
-        try:
-            return parse(response.json())
-        except (ValueError, KeyError, TypeError) as exc:  # includes JSON and base64 decoding errors
-            error = Unavailable(f"{method} {_path(url)}: unexpected response ({type(exc).__name__}: {exc})")
-            failure = _Failure(error, retryable=True, ambiguous=True)
-        raise failure
+_BASE64 = {"s2-format": "base64"}
+_SESSION_ERRORS = {"stream_not_found": NotFound, "basin_not_found": NotFound}
+_RETRYABLE_CODES = {"other", "storage", "unavailable", "request_timeout", "upstream_timeout", "hot_server",
+                    "server_draining", "rate_limited", "transaction_conflict"}
 
 
-def _refused(exc: BaseException) -> bool:
-    """True when no connection was established, so the request cannot have been received."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (NewConnectionError, ConnectionRefusedError)):
-            return True
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-            continue
-        args = getattr(current, "args", ())
-        nested = next((a for a in args if isinstance(a, BaseException)), None)
-        current = nested or current.__cause__ or current.__context__
-    return False
-
-
-def _path(url: str) -> str:
-    return urlsplit(url).path
-
-
-def _classify(method: str, url: str, response: requests.Response) -> Exception:
-    """Turn an error response into a final :class:`S2Error`, or a retryable :class:`_Failure`."""
-    status = response.status_code
+def _session_error(url: str, data: str) -> Exception:
+    """The exception for an ``error`` event of a read session."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if status == 412 and isinstance(body, dict):
-        if "fencing_token_mismatch" in body:
-            return FencingTokenMismatch(str(body["fencing_token_mismatch"]))
-        if "seq_num_mismatch" in body:
-            return SeqNumMismatch(int(body["seq_num_mismatch"]))
-    if status == 416 and isinstance(body, dict) and "tail" in body:
-        return RangeNotSatisfiable(_position(body["tail"]))
-    code = body.get("code") if isinstance(body, dict) else None
-    detail = body.get("message") if isinstance(body, dict) else None
-    message = f"{method} {_path(url)}: HTTP {status}" + (f" {code}" if code else "") + (f": {detail}" if detail else "")
-    if status == 429:
-        retry_after = _retry_after(response)
-        return _Failure(RateLimited(message, retry_after=retry_after, code=code), retryable=True, ambiguous=False,
-                        retry_after=retry_after)
-    if status == 409 and code == "transaction_conflict":
-        return _Failure(Conflict(message, status=status, code=code), retryable=True, ambiguous=False)
-    if status in _RETRYABLE_STATUS:
-        return _Failure(
-            Unavailable(message, status=status, code=code),
-            retryable=True,
-            ambiguous=code not in _NO_SIDE_EFFECTS,
-            retry_after=_retry_after(response),
-        )
-    if status == 404:
-        return NotFound(message, status=status, code=code)
-    if status == 409:
-        return Conflict(message, status=status, code=code)
-    if status in (400, 422):
-        return BadRequest(message, status=status, code=code)
-    if status in (401, 403):
-        return PermissionDenied(message, status=status, code=code)
-    return S2Error(message, status=status, code=code)
+        body = json.loads(data)
+        code, detail = str(body.get("code")), str(body.get("message"))
+    except (ValueError, AttributeError):
+        code, detail = "unknown", data[:200]
+    message = f"GET {urlsplit(url).path}: read session error {code}: {detail}"
+    if code in _RETRYABLE_CODES:
+        return Failure(Unavailable(message, code=code), retryable=True, ambiguous=False)
+    return _SESSION_ERRORS.get(code, S2Error)(message, code=code)
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("retry-after-ms")
-    try:
-        return max(int(value), 0) / 1000 if value is not None else None
-    except ValueError:
-        return None
+def _read_params(**values: int | bool | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is True:
+            params[name] = "true"
+        elif value is not None and value is not False:
+            params[name] = int(value)
+    return params
 
 
-def _append_payload(
-    batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None
-) -> tuple[dict[str, Any], str]:
-    """The JSON body of an append, in ``raw`` format when every byte string is UTF-8, else ``base64``."""
+def _append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None) -> tuple[bytes, str]:
+    """The JSON body of an append and its ``s2-format``: whichever of ``raw`` and ``base64`` is smaller.
 
-    def records(encode: Callable[[bytes], str]) -> list[dict[str, Any]]:
-        out = []
+    ``raw`` is the common case (UTF-8 text), but JSON escapes control characters six bytes apiece, so a
+    text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
+    are not UTF-8 always do.
+    """
+
+    def encoded(encode: Callable[[bytes], str]) -> bytes:
+        records = []
         for record in batch:
             item: dict[str, Any] = {"body": encode(record.body)}
             if record.headers:
                 item["headers"] = [[encode(name), encode(value)] for name, value in record.headers]
             if record.timestamp is not None:
                 item["timestamp"] = record.timestamp
-            out.append(item)
-        return out
+            records.append(item)
+        body: dict[str, Any] = {"records": records}
+        if match_seq_num is not None:
+            body["match_seq_num"] = match_seq_num
+        if fencing_token is not None:
+            body["fencing_token"] = fencing_token
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     try:
-        body: dict[str, Any] = {"records": records(lambda b: b.decode("utf-8"))}
-        fmt = "raw"
+        raw = encoded(lambda b: b.decode("utf-8"))
     except UnicodeDecodeError:
-        body = {"records": records(_b64)}
-        fmt = "base64"
-    if match_seq_num is not None:
-        body["match_seq_num"] = match_seq_num
-    if fencing_token is not None:
-        body["fencing_token"] = fencing_token
-    return body, fmt
-
-
-def _ignore(data: Any) -> None:
-    return None
+        return encoded(_b64), "base64"
+    payload = sum(len(r.body) + sum(len(n) + len(v) for n, v in r.headers) for r in batch)
+    if len(raw) - payload > payload // 3 + 64 * len(batch) + 64:  # escaping may have outgrown base64
+        base64 = encoded(_b64)
+        if len(base64) < len(raw):
+            return base64, "base64"
+    return raw, "raw"
 
 
 def _tail(data: Mapping[str, Any]) -> StreamPosition:
-    return _position(data["tail"])
-
-
-def _position(data: Mapping[str, Any]) -> StreamPosition:
-    return StreamPosition(int(data["seq_num"]), int(data["timestamp"]))
+    return position(data["tail"])
 
 
 def _ack(data: Mapping[str, Any]) -> AppendAck:
-    return AppendAck(_position(data["start"]), _position(data["end"]), _position(data["tail"]))
+    return AppendAck(position(data["start"]), position(data["end"]), position(data["tail"]))
 
 
 def _read_batch(data: Mapping[str, Any]) -> ReadBatch:
+    unb64 = _unb64
     records = tuple(
         SequencedRecord(
             int(item["seq_num"]),
             int(item["timestamp"]),
-            _unb64(item.get("body", "")),
-            tuple((_unb64(name), _unb64(value)) for name, value in item.get("headers", ())),
+            unb64(item["body"]) if "body" in item else b"",
+            tuple((unb64(name), unb64(value)) for name, value in item["headers"]) if "headers" in item else (),
         )
         for item in data["records"]
     )
     tail = data.get("tail")
-    return ReadBatch(records, _position(tail) if tail else None)
+    return ReadBatch(records, position(tail) if tail else None)

@@ -1,10 +1,11 @@
-"""Helpers for the tests of examples/flask_chat: reading its SSE answers as they arrive, running its command."""
+"""Helpers for the tests of the examples and the README: reading SSE answers as they arrive, running commands."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,13 +48,13 @@ def read_answer(events: Iterable[Event], limit: int | None = None) -> tuple[str,
     return "".join(text), cursor, None
 
 
-class AppProcess:
-    """``python -m examples.flask_chat ARGS`` in its own session; its output is collected as it comes."""
+class Command:
+    """A long-running command (a server) in its own session; its output is collected as it comes."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "examples.flask_chat", *args],
-            cwd=ROOT,
+            command,
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -89,28 +90,50 @@ class AppProcess:
                     return match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._reader.is_alive():
-                    raise AssertionError(f"the chat app did not start:\n{text}")
+                    raise AssertionError(f"{self.process.args} did not start:\n{text}")
                 self._changed.wait(min(remaining, 0.5))
 
-    def stop(self) -> int:
-        """SIGTERM the app and return its exit code; kill its whole session if it does not exit in time."""
+    def stop(self, group: bool = False) -> int:
+        """SIGTERM the command (``group``: its whole session) and return its exit code; kill it if it takes too long."""
         try:
             if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
+                if group:
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                else:
+                    self.process.send_signal(signal.SIGTERM)
             try:
                 return self.process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-                raise AssertionError(f"the chat app did not shut down in time:\n{self.output()}") from None
+                raise AssertionError(f"{self.process.args} did not shut down in time:\n{self.output()}") from None
         finally:
             self._reader.join(10)
             assert self.process.stdout is not None
             self.process.stdout.close()
 
 
+class AppProcess(Command):
+    """``python -m examples.flask_chat ARGS``."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        super().__init__([sys.executable, "-m", "examples.flask_chat", *args], env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def app_env(**settings: str) -> dict[str, str]:
-    """This environment without S2, model or fake-model settings, plus ``settings``."""
+    """This environment without S2, model or fake-model settings, plus ``settings``.
+
+    This interpreter's directory comes first on ``PATH``, as in an activated virtualenv, so that the
+    README's ``python``, ``gunicorn`` and ``flask`` are the ones with the package installed.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("S2_", "OPENAI_", "FAKE_MODEL_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(settings)
     return env

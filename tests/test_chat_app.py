@@ -21,12 +21,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from examples.flask_chat.app import create_app
+from examples.flask_chat.app import GENERIC_FAILURE, create_app, error_message
 from examples.flask_chat.models import FakeModel, Model, OpenAICompatibleModel, fake_answer, model_from_env
-from resumable_stream import MemoryLog, Record, ResumableStreamContext
+from resumable_stream import MemoryLog, Record, ResumableStreamContext, StreamFailed
 from resumable_stream.log import Log
 
 from .chat_helpers import AppProcess, app_env, read_answer, sse_events
+from .readme_blocks import block, command
 from .support import Event, parse_sse
 
 MESSAGE = "Is this resumable?"
@@ -84,7 +85,11 @@ def test_post_streams_the_fake_answer_as_sse(make_app: Callable[..., Flask], cha
     assert final.id is not None and int(final.id) > int(cursor or 0)
     history = client.get(f"/api/chat/{chat}").get_json()
     assert history["messages"] == [
-        {"seq": 0, "message": MESSAGE, "answer": {"state": "completed", "done": True, "text": FULL, "error": None}}
+        {
+            "seq": 0,
+            "message": MESSAGE,
+            "answer": {"state": "completed", "done": True, "text": FULL, "error": None, "cursor": int(final.id)},
+        }
     ]
     assert history["next"] == 1
 
@@ -164,7 +169,7 @@ def test_stop_ends_the_answer_for_every_reader(make_app: Callable[..., Flask], c
     assert other_head + other_rest == text
     assert FULL.startswith(text) and len(text) < len(FULL)
     answer = client.get(f"/api/chat/{chat}").get_json()["messages"][0]["answer"]
-    assert answer == {"state": "stopped", "done": True, "text": text, "error": None}
+    assert answer == {"state": "stopped", "done": True, "text": text, "error": None, "cursor": int(final.id or 0)}
     assert client.get(f"/api/chat/{chat}/stream").status_code == 204
     # Stopping again changes nothing.
     assert client.post(f"/api/chat/{chat}/stop", json={"answer": 0}).get_json() == {"answer": 0, "state": "stopped"}
@@ -225,7 +230,7 @@ def test_a_pending_answer_that_never_starts_is_settled(log: Log, chat: str) -> N
         # The resume waits for the answer to start, then settles it as stopped: nothing to read.
         assert client.get(f"/api/chat/{chat}/stream?from=0").status_code == 204
         answer = client.get(f"/api/chat/{chat}").get_json()["messages"][0]["answer"]
-        assert answer == {"state": "stopped", "done": True, "text": "", "error": None}
+        assert answer == {"state": "stopped", "done": True, "text": "", "error": None, "cursor": 0}
         with post(client, chat) as response:
             assert response.headers["X-Answer-Seq"] == "1"
             assert read_answer(events(response))[0] == FULL
@@ -247,7 +252,10 @@ def test_streams_are_created_where_the_basin_does_not_create_them_on_demand(chat
 
 
 def test_the_dev_server_command_serves_the_chat_and_says_which_log_it_uses() -> None:
-    app = AppProcess(["--port", "0"], app_env(FAKE_MODEL_TOKENS_PER_SECOND="0"))
+    """The example README's command, on a free port."""
+    readme = block("examples/flask_chat/README.md", "Development server (one process)")
+    args = command(readme, "python -m examples.flask_chat", port="0")
+    app = AppProcess(args, app_env(FAKE_MODEL_TOKENS_PER_SECOND="0"))
     try:
         url = app.await_output(lambda text: re.search(r"Running on (http://\S+)", text)).group(1)
         banner = app.output()
@@ -267,10 +275,37 @@ def test_the_page_and_its_script_are_served(make_app: Callable[..., Flask]) -> N
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert '<script src="/static/chat.js"' in html and 'id="messages"' in html and 'id="stop"' in html
-    script = client.get("/static/chat.js")
-    assert script.status_code == 200 and "EventSource" in script.get_data(as_text=True)
-    script.close()
+    for name, needle in [("chat.js", "readEvents"), ("markdown.js", "renderMarkdown")]:
+        script = client.get(f"/static/{name}")
+        assert script.status_code == 200 and needle in script.get_data(as_text=True)
+        script.close()
     page.close()
+    info = client.get("/api/info").get_json()
+    assert info["pid"] == os.getpid() and "fake model" in info["model"]
+    assert info["log"].startswith(("S2 basin", "the in-process log"))
+
+
+def test_clients_see_a_model_error_s_words_and_nothing_of_other_failures(
+    make_app: Callable[..., Flask], chat: str
+) -> None:
+    class Broken:
+        description = "a model that breaks"
+
+        def stream(self, messages: Any) -> Iterator[str]:
+            yield "Hel"
+            raise KeyError("internal state of the app")
+
+    client = make_app(Broken()).test_client()
+    with post(client, chat) as response:
+        text, _, final = read_answer(events(response))
+    assert text == "Hel" and final is not None and final.event == "error" and final.data == GENERIC_FAILURE
+    answer = client.get(f"/api/chat/{chat}").get_json()["messages"][0]["answer"]
+    assert answer["error"] == GENERIC_FAILURE
+    assert error_message(StreamFailed("x", "ModelError: the model is out of tokens")) == "the model is out of tokens"
+    fails = make_app(FakeModel(0)).test_client()
+    with post(fails, f"{chat}-2", "/fail now") as response:
+        final = read_answer(events(response))[2]
+    assert final is not None and final.data == "the fake model failed, as the message asked"
 
 
 # -- the OpenAI-compatible model, against a fake endpoint ----------------------
@@ -384,17 +419,18 @@ def test_stop_closes_the_connection_to_the_model_endpoint(
 
 
 def test_an_endpoint_error_fails_the_answer(
-    make_app: Callable[..., Flask], chat: str, completions: FakeCompletions
+    make_app: Callable[..., Flask], chat: str, completions: FakeCompletions, caplog: pytest.LogCaptureFixture
 ) -> None:
     completions.status = 401
     client = make_app(OpenAICompatibleModel(completions.url, "sk-wrong")).test_client()
-    with post(client, chat) as response:
+    with caplog.at_level("WARNING"), post(client, chat) as response:
         text, _, final = read_answer(events(response))
     assert text == ""
     assert final is not None and final.event == "error"
-    assert "401" in final.data and "Incorrect API key" in final.data
+    assert final.data == "the model endpoint answered 401"  # the endpoint's own words stay in the log
+    assert "Incorrect API key" in caplog.text
     answer = client.get(f"/api/chat/{chat}").get_json()["messages"][0]["answer"]
-    assert answer["state"] == "failed" and "401" in answer["error"]
+    assert answer["state"] == "failed" and answer["error"] == "the model endpoint answered 401"
 
 
 def test_the_model_comes_from_the_environment() -> None:

@@ -22,9 +22,10 @@ from resumable_stream import (
     StreamAbandoned,
     StreamFailed,
     StreamState,
+    Unavailable,
 )
-from resumable_stream.engine import _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
+from resumable_stream.producer import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 
 from .support import Gate, run_to_end
 
@@ -358,10 +359,11 @@ def test_stop_ends_a_stream_whose_producer_is_gone(log: Log, stream_name: str) -
 
 
 def test_readers_of_an_abandoned_stream_end_within_the_bound(log: Log, stream_name: str) -> None:
-    # The producer died after its claim and one chunk: nothing will ever be written again.
-    log.append(stream_name, [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
-    log.append(stream_name, [Record(b"partial")], fencing_token="session-dead", match_seq_num=1)
-    with ResumableStreamContext(log, abandon_after=1.5) as ctx:
+    # A producer of ours (its claim declares a silence bound of 1 s) died after its claim and one chunk:
+    # nothing will ever be written again.
+    log.append(stream_name, [Record.fence("session-1s-dead")], fencing_token="", match_seq_num=0)
+    log.append(stream_name, [Record(b"partial")], fencing_token="session-1s-dead", match_seq_num=1)
+    with ResumableStreamContext(log, abandon_after=30) as ctx:
         reader = ctx.resume_existing_stream(stream_name)
         assert reader is not None
         started = time.monotonic()
@@ -665,11 +667,11 @@ def test_the_stop_watcher_survives_unexpected_errors(stream_name: str) -> None:
     failed = threading.Event()
 
     class FlakyLog(MemoryLog):
-        def read(self, stream: str, **kwargs: Any) -> Any:
+        def read_session(self, stream: str, **kwargs: Any) -> Any:
             if stream == "resumable-stream.control" and not failed.is_set():
                 failed.set()
                 raise ValueError("a proxy answered with HTML")
-            return super().read(stream, **kwargs)
+            return super().read_session(stream, **kwargs)
 
     log = FlakyLog()
     with ResumableStreamContext(log, stop_timeout=30) as ctx:
@@ -779,3 +781,170 @@ def test_a_foreign_fence_fails_the_stream_for_its_creator(stream_name: str) -> N
         _, error = run_to_end(live)
         assert isinstance(error, StreamFailed) and "not-ours" in error.message
         assert live.status is not None and live.status.state is StreamState.FAILED
+
+
+# -- what the creator may be handed when writing fails (issue 8) ------------------
+
+
+class _Outage(MemoryLog):
+    """A MemoryLog whose appends to one stream fail (as a log answering 503) once ``down`` is set."""
+
+    def __init__(self, stream: str, *, terminal_lands: bool) -> None:
+        super().__init__()
+        self.stream, self.terminal_lands = stream, terminal_lands
+        self.down = threading.Event()
+        self.given_up = threading.Event()  # the producer tried to record its failure
+
+    def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+        if stream == self.stream and self.down.is_set():
+            give_up = "match_seq_num" not in kwargs and any(r.headers == ((b"", b"fence"),) for r in records)
+            try:
+                if not (self.terminal_lands and give_up):
+                    raise Unavailable("HTTP 503 unavailable", status=503, code="unavailable")
+            finally:
+                if give_up:
+                    self.given_up.set()
+        return super().append(stream, records, **kwargs)
+
+
+@pytest.mark.parametrize("terminal_lands", [False, True])
+def test_the_creator_is_never_handed_a_chunk_the_log_did_not_take(stream_name: str, terminal_lands: bool) -> None:
+    log = _Outage(stream_name, terminal_lands=terminal_lands)
+    gate = Gate(["one "], ["two ", "three "])
+    with ResumableStreamContext(log) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, gate)
+        assert live is not None
+        deadline = time.monotonic() + 10
+        while log.check_tail(stream_name).seq_num < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # "one " is written
+        log.down.set()
+        gate.open()  # the creator has read nothing yet; "two " and "three " are queued and never written
+        assert log.given_up.wait(10)
+        chunks, error = run_to_end(live)
+    assert chunks == ["one "]
+    assert isinstance(error, Unavailable)
+    assert live.status is not None and live.status.state is StreamState.FAILED
+    records = log.read(stream_name, seq_num=0).records
+    if terminal_lands:
+        # The failure is recorded right after what was written; the creator's cursors match the log's.
+        assert [r.body for r in records[:2]] == [records[0].body, b"one "]
+        assert [r.command for r in records[2:]] == [None, "fence"] and records[2].body == b""
+        assert live.status.tail == 4
+        reader = ctx_reader(log, stream_name)
+        assert run_to_end(reader)[0] == ["one "]
+    else:
+        assert len(records) == 2  # nothing after "one " reached the log
+
+
+def ctx_reader(log: Log, stream_name: str) -> Any:
+    ctx = ResumableStreamContext(log)
+    reader = ctx.resume_existing_stream(stream_name, after=0)
+    assert reader is not None
+    return reader
+
+
+def test_a_producer_of_another_library_is_never_fenced(log: Log, stream_name: str) -> None:
+    # @s2-dev/resumable-stream's producer: a claim "session-<5 base36>" and data, then silence while its
+    # source thinks. Readers of ours end by their bound; the stream stays writable for its producer.
+    log.append(stream_name, [Record.fence("session-k3j9a")], fencing_token="", match_seq_num=0)
+    log.append(stream_name, [Record(b"a "), Record(b"b ")], fencing_token="session-k3j9a", match_seq_num=1)
+    with ResumableStreamContext(log, abandon_after=1) as ctx:
+        reader = ctx.resume_existing_stream(stream_name)
+        assert reader is not None
+        chunks, error = run_to_end(reader)
+        assert chunks == ["a ", "b "] and isinstance(error, StreamAbandoned)
+        assert ctx.stream_status(stream_name).state is StreamState.ABANDONED  # reported, not recorded
+    log.append(stream_name, [Record(b"c "), Record(b"d ")], fencing_token="session-k3j9a", match_seq_num=3)
+    log.append(stream_name, [Record.fence("end-x1")], fencing_token="session-k3j9a", match_seq_num=5)
+    with ResumableStreamContext(log, abandon_after=1) as ctx:
+        reader = ctx.resume_existing_stream(stream_name, after=0)
+        assert reader is not None
+        assert list(reader) == ["a ", "b ", "c ", "d "]
+        assert ctx.stream_status(stream_name).state is StreamState.COMPLETED
+
+
+@pytest.mark.parametrize("chunk", ["\x1b" * 400_000, "\x00" * 400_000, "\x01é\x02" * 200_000],
+                         ids=["escape", "nul", "mixed"])
+def test_text_full_of_control_characters_is_written(log: Log, stream_name: str, chunk: str) -> None:
+    with ResumableStreamContext(log) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, lambda: iter([chunk, "end"]))
+        assert live is not None
+        written = "".join(live)
+        assert live.status is not None and live.status.state is StreamState.COMPLETED
+        reader = ctx.resume_existing_stream(stream_name, after=0)
+        assert reader is not None
+        assert written == "".join(reader) == chunk + "end"
+
+
+def test_a_failure_message_reads_the_same_for_creator_and_resumers(ctx: ResumableStreamContext,
+                                                                   stream_name: str) -> None:
+    def failing() -> Iterator[str]:
+        yield "x"
+        raise ValueError("cannot open \udcff.txt " + "é" * 10_000)
+
+    live = ctx.create_new_resumable_stream(stream_name, failing)
+    assert live is not None
+    run_to_end(live)
+    assert live.status is not None and live.status.error is not None
+    assert live.status.error.startswith("ValueError: cannot open \ufffd.txt")
+    assert len(live.status.error.encode()) <= 8192
+    resumed = ctx.resume_existing_stream(stream_name, after=0)
+    assert resumed is not None
+    run_to_end(resumed)
+    assert resumed.status == live.status == ctx.stream_status(stream_name)
+
+
+def test_a_context_that_failed_to_build_has_a_repr() -> None:
+    with pytest.raises(Exception) as raised:
+        ResumableStreamContext(MemoryLog(), abandon_after=-1)
+    assert "abandon_after" in str(raised.value)
+    broken = ResumableStreamContext.__new__(ResumableStreamContext)
+    assert repr(broken).startswith("<ResumableStreamContext")
+
+
+def test_an_append_that_cannot_land_is_given_up_before_readers_would_judge_the_producer(stream_name: str) -> None:
+    # The log hangs every append: the producer must give up (and end the stream) within its append
+    # deadline, so that a live producer is never silent for its whole silence bound.
+    calls: list[float | None] = []
+
+    class Hanging(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name and kwargs.get("match_seq_num", 0) > 0:
+                calls.append(kwargs.get("timeout"))
+                raise Unavailable("timed out", status=None)
+            return super().append(stream, records, **kwargs)
+
+    with ResumableStreamContext(Hanging(), abandon_after=6) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, lambda: iter(["a"]))
+        assert live is not None
+        run_to_end(live)
+    heartbeat, deadline = 6 / 3, calls[0]
+    assert deadline is not None and heartbeat + deadline < 6  # consistent by construction
+
+
+def test_the_creator_runs_no_further_ahead_of_a_stalled_log_than_its_lead(
+    stream_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("resumable_stream.producer.LIVE_LEAD", 0.3)
+    stalled = threading.Event()
+
+    class Stalling(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name and kwargs.get("match_seq_num", 0) > 1:
+                stalled.wait(10)  # the log takes the first chunk, then answers nothing for a while
+            return super().append(stream, records, **kwargs)
+
+    with ResumableStreamContext(Stalling()) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(30, 0.05))
+        assert live is not None
+        seen: list[str] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 1.2:
+            event = live.next_event(0.1)
+            if event is not None:
+                seen.append(event[1])
+        # The source produced ~24 chunks meanwhile; the creator was handed the written one and those
+        # produced within LIVE_LEAD of the stall, then had to wait.
+        assert 2 <= len(seen) <= 10
+        stalled.set()
+        assert seen + list(live) == [f"tok{i} " for i in range(30)]

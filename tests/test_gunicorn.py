@@ -21,6 +21,7 @@ from examples.flask_chat.models import fake_answer
 from resumable_stream.testing import S2Server
 
 from .chat_helpers import AppProcess, app_env, read_answer, sse_events
+from .readme_blocks import block, command
 from .support import BASIN
 
 #: Fresh connections tried before giving up on reaching the other worker.
@@ -28,10 +29,12 @@ MAX_ATTEMPTS = 60
 
 
 class Chat(AppProcess):
-    """The chat app under gunicorn, with two gthread workers."""
+    """The chat app under gunicorn, with two gthread workers: the example README's command, on a free port."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        args = ["--gunicorn", "--workers", "2", "--threads", "4", "--port", "0", "--graceful-timeout", "3"]
+        readme = block("examples/flask_chat/README.md", "gunicorn, several worker processes")
+        args = command(readme, "python -m examples.flask_chat", port="0", graceful_timeout="3")
+        assert args[:3] == ["--gunicorn", "--workers", "2"]
         super().__init__(args, env)
         try:  # wait for both workers: until then, every request goes to the first one
             ready = self.await_output(
@@ -80,6 +83,7 @@ def check_cross_worker_resume(chat: Chat, chat_id: str) -> None:
     message = f"hello from {chat_id}"
     with requests.post(f"{chat.url}/api/chat/{chat_id}", json={"message": message}, stream=True, timeout=30) as r:
         assert r.status_code == 200
+        assert r.headers["X-Server-Software"].startswith("gunicorn/")  # the page labels the pid a gunicorn worker
         creator = r.headers["X-Worker-Pid"]
         head, cursor, final = read_answer(sse_events(r.iter_content(chunk_size=None)), limit=5)
     assert final is None and cursor is not None  # left mid-answer; the answer goes on in the creator's worker

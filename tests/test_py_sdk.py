@@ -9,13 +9,9 @@ server's HTTP/2 transport, on the SDK's defaults. It needs Python 3.11+; the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
-import io
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -271,17 +267,6 @@ def test_s2s_read_sessions_follow_s2s_wait_rules(server: S2Server, options: dict
         return await bodies_of(stream.read_session(start=SeqNum(0), **options))
 
     assert run(server, body, timeout=10) == expected
-
-
-def test_the_readmes_python_sdk_example() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## The local S2-compatible server", 1)[1]
-    block = next(code for code in re.findall(r"```python\n(.*?)```", section, re.S) if "s2_sdk" in code)
-    with S2Server(basins=("my-basin-1",)) as server:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(block.replace("http://127.0.0.1:8080", server.url), "README.md", "exec"), {})
-    assert out.getvalue().strip() == "[b'from the Python SDK']"
 
 
 def test_latency_and_commit_then_drop_over_http2(server: S2Server) -> None:

@@ -449,3 +449,43 @@ def test_no_raised_exception_leads_back_to_the_token(s2_server: S2Server) -> Non
         for linked in _chain(failure):
             assert not isinstance(linked, requests.RequestException), f"{linked!r} holds the request"
             assert TOKEN not in repr(linked) and TOKEN not in str(vars(linked))
+
+
+@pytest.mark.parametrize(
+    "token", [TOKEN + "\n", TOKEN + "\r\nX-Evil: 1", "tökén-" + TOKEN, TOKEN + " x", "\x00" + TOKEN]
+)
+def test_a_malformed_token_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        S2Client(access_token=token, basin=BASIN, account_endpoint="http://127.0.0.1:9",
+                 basin_endpoint="http://127.0.0.1:9")
+    assert info.value.variable == "S2_ACCESS_TOKEN"
+    for text in (str(info.value), repr(info.value), repr(info.value.args)):
+        assert TOKEN not in text and "tök" not in text
+
+
+def _frame_locals(exc: BaseException) -> Iterator[str]:
+    """repr() of every local of every frame of ``exc``'s traceback, as a locals-capturing tool records them."""
+    for linked in _chain(exc):
+        tb = linked.__traceback__
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                try:
+                    yield repr(value)
+                except Exception:
+                    continue
+            tb = tb.tb_next
+
+
+def test_the_token_is_in_no_frame_local_of_a_failure(s2_server: S2Server) -> None:
+    s2_server.faults.add("append", status=503)
+    try:
+        with client_for(s2_server) as c, pytest.raises(Unavailable) as info:
+            c.append("locals", [Record(b"x")], match_seq_num=0)  # retried by tenacity, then given up
+        assert all(TOKEN not in text for text in _frame_locals(info.value))
+    finally:
+        s2_server.faults.clear()
+
+
+def test_a_client_whose_constructor_raised_has_a_repr() -> None:
+    broken = S2Client.__new__(S2Client)
+    assert repr(broken).startswith("<S2Client")

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from resumable_stream import MemoryLog, Record, ResumableStreamContext
-from resumable_stream.sse import cursor_from, format_event, sse_frames
+from resumable_stream import MemoryLog, Record, ResumableStreamContext, StreamFailed
+from resumable_stream.sse import ABANDONED_MESSAGE, GENERIC_ERROR, cursor_from, format_event, sse_frames
 
 from .support import Gate, parse_sse
 
@@ -82,17 +82,77 @@ def test_failure_stop_and_abandonment_have_their_own_events(ctx: ResumableStream
     live_events, _ = parse_sse(b"".join(sse_frames(live)).decode())
     resumed_events, _ = parse_sse(body(ctx, "failed", after="0"))
     assert live_events == resumed_events  # the creator and a resumer get the same bytes
-    assert live_events[-1] == ("3", "error", "RuntimeError: quota exceeded")
+    assert live_events[-1] == ("3", "error", GENERIC_ERROR)  # clients are not told the source's exception
+    assert ctx.stream_status("failed").error == "RuntimeError: quota exceeded"  # the application is
 
     ctx.log.append("stopped-later", [Record.fence("session-x")], fencing_token="", match_seq_num=0)
     ctx.log.append("stopped-later", [Record(b"y")], fencing_token="session-x", match_seq_num=1)
     ctx.log.append("stopped-later", [Record.fence("end-stopped-x")], fencing_token="session-x", match_seq_num=2)
     assert parse_sse(body(ctx, "stopped-later", after="0"))[0] == [("1", "message", "y"), ("2", "stopped", "")]
 
-    ctx.log.append("dead", [Record.fence("session-dead")], fencing_token="", match_seq_num=0)
+    # A producer of ours (its claim declares a 1 s silence bound) that died after its claim.
+    ctx.log.append("dead", [Record.fence("session-1s-dead")], fencing_token="", match_seq_num=0)
     events, _ = parse_sse(body(ctx, "dead", after="0"))
-    assert [e.event for e in events] == ["abandoned"]
-    assert "abandoned" in events[0].data
+    assert events == [("1", "abandoned", ABANDONED_MESSAGE)]
+
+
+def test_the_application_chooses_what_clients_see_of_a_failure(
+    ctx: ResumableStreamContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    class QuotaExceeded(Exception):
+        pass
+
+    def failing() -> Iterator[str]:
+        yield "x"
+        raise QuotaExceeded("account 42 over quota (internal host db-7)")
+
+    seen: list[StreamFailed] = []
+
+    def error_message(exc: StreamFailed) -> str:
+        seen.append(exc)
+        return "Over quota, try later" if exc.message.startswith("QuotaExceeded:") else "Something went wrong"
+
+    live = ctx.create_new_resumable_stream("quota", failing)
+    assert live is not None
+    with caplog.at_level("WARNING", logger="resumable_stream"):
+        creator = b"".join(sse_frames(live, error_message=error_message)).decode()
+    resumer = body(ctx, "quota", after="0", error_message=error_message)
+    assert creator == resumer
+    assert parse_sse(creator)[0][-1].data == "Over quota, try later"
+    # Both were asked with the same recorded message, which the status and the log keep whole.
+    full = "QuotaExceeded: account 42 over quota (internal host db-7)"
+    assert [(e.stream_id, e.message) for e in seen] == [("quota", full)] * 2
+    assert ctx.stream_status("quota").error == seen[0].message
+    [record] = [r for r in caplog.records if r.name == "resumable_stream.sse"]
+    assert "db-7" in record.getMessage() and record.exc_info is not None  # the creator logs the traceback
+
+    def broken(exc: StreamFailed) -> str:
+        raise KeyError("oops")
+
+    with caplog.at_level("ERROR", logger="resumable_stream"):
+        assert parse_sse(body(ctx, "quota", after="0", error_message=broken))[0][-1].data == GENERIC_ERROR
+    assert "error_message raised" in caplog.text
+    with pytest.raises(TypeError, match="error_message"):
+        sse_frames(live, error_message="no")  # type: ignore[arg-type]
+
+
+def test_every_byte_sent_is_utf8_even_for_lone_surrogates(ctx: ResumableStreamContext) -> None:
+    def failing() -> Iterator[str]:
+        yield "caf\udcff"
+        raise ValueError("cannot open \udcff.txt")
+
+    live = ctx.create_new_resumable_stream("surrogates", failing)
+    assert live is not None
+    resumed = ctx.resume_existing_stream("surrogates", after="0")
+    assert resumed is not None
+    creator, resumer = (b"".join(sse_frames(s, error_message=lambda exc: exc.message)) for s in (live, resumed))
+    assert creator == resumer  # the same message for everyone, as recorded
+    events, _ = parse_sse(creator.decode("utf-8"))  # strict: raises on an invalid byte
+    assert events[0].data == "caf\ufffd"
+    assert events[-1].event == "error" and events[-1].data == "ValueError: cannot open \ufffd.txt"
+    assert format_event("a\ud800b\udfff", id="1") == "id: 1\ndata: a\ufffdb\ufffd\n\n".encode()
+    ai = format_event(json.dumps({"type": "error", "errorText": "x\udcff"}, ensure_ascii=False))
+    assert json.loads(parse_sse(ai.decode("utf-8"))[0][0].data) == {"type": "error", "errorText": "x\ufffd"}
 
 
 def test_ai_sdk_endings(ctx: ResumableStreamContext) -> None:
@@ -109,7 +169,7 @@ def test_ai_sdk_endings(ctx: ResumableStreamContext) -> None:
     live = ctx.create_new_resumable_stream("bad", failing)
     assert live is not None
     events, _ = parse_sse(b"".join(sse_frames(live, ai_sdk=True)).decode())
-    assert [json.loads(e.data) for e in events[1:2]] == [{"type": "error", "errorText": "RuntimeError: boom"}]
+    assert [json.loads(e.data) for e in events[1:2]] == [{"type": "error", "errorText": GENERIC_ERROR}]
     assert events[-1].data == "[DONE]" and events[-1].id is not None
 
     gate = Gate([part])

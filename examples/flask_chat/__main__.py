@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers and --threads must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Like gunicorn, take SIGTERM as a request to shut down cleanly (the `finally` clauses stop the children).
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     environ = dict(os.environ)
     try:
         model = model_from_env(environ)
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+def exit_on_signal(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up that follows is bounded; let it run
     raise SystemExit(0)
 

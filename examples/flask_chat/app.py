@@ -18,9 +18,15 @@ Routes (the answer routes follow the AI SDK's conventions):
                                        long-polling until there is one
 =====================================  ==================================================
 
-Every response carries ``X-Worker-Pid``, the process that served it. All
-state is on the log (see :mod:`examples.flask_chat.chat`), so with S2 any
-worker serves any request.
+``GET /api/info`` says which log, model and server the app runs on. Every
+response carries ``X-Worker-Pid``, the process that served it, and
+``X-Server-Software`` (gunicorn or Werkzeug). All state is on the log (see
+:mod:`examples.flask_chat.chat`), so with S2 any worker serves any request.
+
+Clients see the message of a failed answer only when the model raised a
+:class:`~examples.flask_chat.models.ModelError`, whose messages are written
+for users; any other failure shows as a generic line, and its full message
+stays in the log and in ``stream_status``.
 
 Run it with ``python -m examples.flask_chat`` (see the README), or under
 gunicorn with ``gunicorn 'examples.flask_chat.app:create_app()'``.
@@ -36,11 +42,20 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from resumable_stream import ResumableStreamContext, S2Error
+from resumable_stream import ResumableStreamContext, S2Client, S2Error, StreamFailed
 from resumable_stream.flask import resume_cursor, sse_response
 
 from .chat import MAX_MESSAGE_CHARS, Chat, ChatBusy, Turn
-from .models import Model, model_from_env
+from .models import Model, ModelError, model_from_env
+
+#: What the page shows of a failure that is not a ModelError.
+GENERIC_FAILURE = "the model failed; try again"
+
+
+def error_message(failure: StreamFailed) -> str:
+    """What clients see of a failed answer: a :class:`ModelError`'s own words, else :data:`GENERIC_FAILURE`."""
+    prefix = f"{ModelError.__name__}: "
+    return failure.message[len(prefix) :] if failure.message.startswith(prefix) else GENERIC_FAILURE
 
 __all__ = ["create_app"]
 
@@ -63,7 +78,9 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
 
     def open_chat(chat_id: str) -> Chat:
         try:
-            return Chat(streams, chat_id, pending_timeout=app.config["CHAT_PENDING_TIMEOUT"])
+            return Chat(
+                streams, chat_id, pending_timeout=app.config["CHAT_PENDING_TIMEOUT"], error_message=error_message
+            )
         except ValueError as exc:
             abort(404, description=str(exc))
 
@@ -77,6 +94,7 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
     @app.after_request
     def tag_worker(response: Response) -> Response:
         response.headers["X-Worker-Pid"] = str(os.getpid())
+        response.headers["X-Server-Software"] = request.environ.get("SERVER_SOFTWARE", "")
         return response
 
     @app.errorhandler(HTTPException)
@@ -95,6 +113,12 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
         response = app.send_static_file("index.html")
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+    @app.get("/api/info")
+    def info() -> Any:
+        log = streams.log
+        where = f"S2 basin {log.basin}" if isinstance(log, S2Client) else f"the in-process log ({type(log).__name__})"
+        return jsonify(log=where, model=answers.description, pid=os.getpid())
 
     @app.get("/api/chat/<chat_id>")
     def history(chat_id: str) -> Any:
@@ -124,7 +148,7 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
         stream = streams.create_new_resumable_stream(answer_id, functools.partial(answers.stream, conversation))
         if stream is None:  # stopped before it could start: serve what was recorded
             stream = streams.resume_existing_stream(answer_id, after=0)
-        response = sse_response(stream, keepalive=app.config["SSE_KEEPALIVE"])
+        response = sse_response(stream, keepalive=app.config["SSE_KEEPALIVE"], error_message=error_message)
         response.headers["X-Answer-Seq"] = str(seq)
         return response
 
@@ -138,7 +162,7 @@ def create_app(ctx: ResumableStreamContext | None = None, model: Model | None = 
         turn = find_turn(chat, seq)
         chat.await_start(turn)
         stream = streams.resume_existing_stream(chat.answer_id(turn.seq), after=cursor)
-        response = sse_response(stream, keepalive=app.config["SSE_KEEPALIVE"])
+        response = sse_response(stream, keepalive=app.config["SSE_KEEPALIVE"], error_message=error_message)
         response.headers["X-Answer-Seq"] = str(turn.seq)
         return response
 

@@ -37,6 +37,7 @@ from resumable_stream import (
     StreamState,
     StreamStatus,
 )
+from resumable_stream.sse import ErrorMessage, client_error
 
 __all__ = ["CHAT_ID", "Chat", "ChatBusy", "Turn"]
 
@@ -68,13 +69,21 @@ class Turn:
 class Chat:
     """One chat's transcript and answers, on the log of ``ctx``."""
 
-    def __init__(self, ctx: ResumableStreamContext, chat_id: str, *, pending_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        ctx: ResumableStreamContext,
+        chat_id: str,
+        *,
+        pending_timeout: float = 5.0,
+        error_message: ErrorMessage | None = None,
+    ) -> None:
         if not CHAT_ID.match(chat_id):
             raise ValueError(f"invalid chat id {chat_id!r}: use 1 to 64 letters, digits, '-' or '_'")
         self.ctx = ctx
         self.chat_id = chat_id
         self.transcript = f"chats/{chat_id}"
         self.pending_timeout = pending_timeout
+        self.error_message = error_message
 
     def answer_id(self, seq: int) -> str:
         """The resumable stream that holds the answer to message ``seq``."""
@@ -180,10 +189,12 @@ class Chat:
         return self.ctx.stop_stream(self.answer_id(turn.seq))
 
     def answer(self, turn: Turn) -> dict[str, Any]:
-        """The answer to ``turn``, for the page: ``state`` and ``done``; once done, ``text`` and ``error``.
+        """The answer to ``turn``, for the page: ``state`` and ``done``; once done, ``text``, ``error`` and ``cursor``.
 
         ``state`` is ``pending`` (not started yet), ``active``, or how it ended:
-        ``completed``, ``stopped``, ``failed`` or ``abandoned``.
+        ``completed``, ``stopped``, ``failed`` or ``abandoned``. ``error`` is what
+        clients may see of a failure (as the answer's own stream tells it), and
+        ``cursor`` the id of the answer's final event.
         """
         status = self.status(turn)
         if status.state is StreamState.MISSING:
@@ -197,7 +208,10 @@ class Chat:
             with reader, contextlib.suppress(StreamFailed, StreamAbandoned):
                 text.extend(reader)
             status = reader.status or status
-        return {"state": status.state.value, "done": True, "text": "".join(text), "error": status.error}
+        failed = status.state is StreamState.FAILED
+        error = client_error(self.answer_id(turn.seq), status.error, self.error_message) if failed else None
+        state = status.state.value
+        return {"state": state, "done": True, "text": "".join(text), "error": error, "cursor": status.tail - 1}
 
 
 def _turn(seq: int, body: bytes, timestamp: int) -> Turn:

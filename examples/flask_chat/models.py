@@ -28,7 +28,16 @@ from typing import Any, Protocol
 
 import requests
 
-__all__ = ["FakeModel", "Model", "OpenAICompatibleModel", "fake_answer", "fake_tokens", "model_from_env"]
+__all__ = [
+    "FAIL_COMMAND",
+    "FakeModel",
+    "Model",
+    "ModelError",
+    "OpenAICompatibleModel",
+    "fake_answer",
+    "fake_tokens",
+    "model_from_env",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,14 @@ Message = Mapping[str, str]
 
 DEFAULT_TOKENS_PER_SECOND = 20.0
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+#: A message containing this makes the fake model fail midway, to show what a failed answer looks like.
+FAIL_COMMAND = "/fail"
+#: Words the fake model writes before it fails.
+FAIL_AFTER_WORDS = 12
+
+
+class ModelError(RuntimeError):
+    """The model could not answer. Its message is fit for the user to read: it never holds secrets or bodies."""
 
 
 class Model(Protocol):
@@ -50,17 +67,18 @@ class Model(Protocol):
 
 
 def fake_answer(message: str) -> str:
-    """The fake model's full answer to ``message``; the same text every time."""
+    """The fake model's full answer to ``message`` (Markdown); the same text every time."""
     said = " ".join(message.split()) or "nothing"
     return (
         f"You said: \u201c{said}\u201d.\n\n"
-        "This answer comes from the built-in fake model. It streams a fixed text, one word at a time, "
-        "so that you can watch a resumable stream at work: reload the page while it is still writing "
-        "and the answer picks up where it was, with nothing missing and nothing said twice. "
-        "Open this chat in a second tab and both tabs show the same answer as it grows. "
-        "Press Stop in either tab and the answer stops for everyone. "
-        "Every word is written to the log as soon as it is produced, "
-        "so any worker process can serve the rest of it."
+        "This answer comes from the **built-in fake model**. It streams a fixed text, one word at a time, "
+        "so that you can watch a resumable stream at work:\n\n"
+        "- **Reload** the page while it is still writing: the answer picks up where it was, "
+        "with nothing missing and nothing said twice.\n"
+        "- **Open this chat in a second tab**: both tabs show the same answer as it grows.\n"
+        "- **Press Stop** in either tab: the answer stops for everyone.\n\n"
+        "Every word is written to the log as soon as it is produced, so any worker process can serve "
+        f"the rest of it. Send a message with `{FAIL_COMMAND}` in it to see a failed answer."
     )
 
 
@@ -72,7 +90,8 @@ def fake_tokens(message: str) -> list[str]:
 class FakeModel:
     """Streams :func:`fake_answer` for the user's last message, ``tokens_per_second`` pieces a second.
 
-    Works offline and is deterministic, for demos and tests. A rate of 0 streams without delay.
+    Works offline and is deterministic, for demos and tests. A rate of 0 streams without delay. A
+    message containing :data:`FAIL_COMMAND` fails after :data:`FAIL_AFTER_WORDS` words.
     """
 
     def __init__(self, tokens_per_second: float = DEFAULT_TOKENS_PER_SECOND) -> None:
@@ -84,7 +103,10 @@ class FakeModel:
 
     def stream(self, messages: Sequence[Message]) -> Iterator[str]:
         delay = 1 / self.tokens_per_second if self.tokens_per_second else 0.0
-        for token in fake_tokens(messages[-1]["content"]):
+        message = messages[-1]["content"]
+        for i, token in enumerate(fake_tokens(message)):
+            if FAIL_COMMAND in message and i == FAIL_AFTER_WORDS:
+                raise ModelError("the fake model failed, as the message asked")
             if delay:
                 time.sleep(delay)
             yield token
@@ -95,8 +117,8 @@ class OpenAICompatibleModel:
 
     Reads the ``data:`` lines of ``chat.completion.chunk`` events and yields
     each ``choices[0].delta.content``. An HTTP error, or an ``error`` object in
-    the stream, raises :class:`RuntimeError`, which fails the answer with that
-    message.
+    the stream, raises :class:`ModelError`, which fails the answer; the
+    endpoint's own words go to the log, not into the exception.
     """
 
     def __init__(
@@ -122,7 +144,8 @@ class OpenAICompatibleModel:
         # Leaving the `with` (the answer ended, failed, or was stopped: GeneratorExit) closes the connection.
         with requests.post(self.url, json=payload, headers=headers, stream=True, timeout=self.timeout) as response:
             if response.status_code != 200:
-                raise RuntimeError(f"the model endpoint answered {response.status_code}: {response.text[:300]}")
+                logger.warning("the model endpoint answered %d: %s", response.status_code, response.text[:300])
+                raise ModelError(f"the model endpoint answered {response.status_code}")
             for line in response.iter_lines():
                 if not line.startswith(b"data:"):
                     continue
@@ -140,8 +163,9 @@ def _delta_content(chunk: object) -> str | None:
         return None
     if "error" in chunk:
         error = chunk["error"]
-        message = error.get("message") if isinstance(error, dict) else error
-        raise RuntimeError(f"the model endpoint reported an error: {message}")
+        detail = error.get("message") if isinstance(error, dict) else error
+        logger.warning("the model endpoint reported an error: %s", detail)
+        raise ModelError("the model endpoint reported an error")
     choices = chunk.get("choices") or []
     delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
     content = delta.get("content") if isinstance(delta, dict) else None

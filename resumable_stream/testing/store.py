@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -294,12 +294,17 @@ class BasinLog:
         *,
         match_seq_num: int | None = None,
         fencing_token: str | None = None,
+        timeout: float | None = None,
     ) -> AppendAck:
+        """Append one batch (``timeout`` has nothing to bound: it never waits)."""
         target = self._stream(stream, self._basin.config.create_stream_on_append)
         return target.append(records, match_seq_num=match_seq_num, fencing_token=fencing_token)
 
     def read(self, stream: str, **options: Any) -> ReadBatch:
         return self._stream(stream, self._basin.config.create_stream_on_read).read(**options)
+
+    def read_session(self, stream: str, **options: Any) -> Iterator[ReadBatch | StreamPosition]:
+        return self._stream(stream, self._basin.config.create_stream_on_read).read_session(**options)
 
     def check_tail(self, stream: str) -> StreamPosition:
         return self._stream(stream, self._basin.config.create_stream_on_read).check_tail()

@@ -1,19 +1,29 @@
 // flask_chat's page: plain JavaScript, no build step.
 //
-// The chat id is in the address (?chat=<id>), so a second tab opens the same chat.
-// Sending a message POSTs it and reads the answer from the response body (SSE via
-// fetch); if that body ends without a final event, the answer continues through
-// an EventSource from the last event id. On load, the page shows the history and
-// follows an answer still being written from its first chunk, so a reload shows
-// nothing twice and nothing missing. A long-poll of the history tells every tab
-// at once that a new answer started.
+// The chat id is in the address (?chat=<id>), so a second tab opens the same chat; the chats this
+// browser has opened are listed in the sidebar (localStorage). Sending a message POSTs it and reads
+// the answer from the response body (Server-Sent Events over fetch). If a body ends without a final
+// event, the page continues with GET .../stream?from=<last event id>, as often as it must. Every
+// piece of an answer is also kept in sessionStorage with its cursor, so a reloaded page shows what
+// it had and resumes strictly after that cursor ("resumed from #N after reload"); a tab without it
+// (a second tab) follows the answer from its start. A long-poll of the history tells every tab at
+// once that a new answer started.
 //
-// Each answer element carries data-state: streaming, completed, stopped or failed.
+// Each answer element carries data-state: writing, completed, stopped, failed or abandoned; its
+// panel shows the resume cursor, where it resumed from, and which process served it.
 "use strict";
 
 const CHAT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const ENDINGS = { end: "completed", error: "failed", stopped: "stopped", abandoned: "abandoned" };
-const LABELS = { streaming: "writing\u2026", completed: "completed", stopped: "stopped", failed: "failed" };
+const LABELS = {
+  writing: "writing\u2026",
+  completed: "completed",
+  stopped: "stopped",
+  failed: "failed",
+  abandoned: "abandoned",
+};
+const ABANDONED = "the process writing this answer stopped before it finished";
+const CHATS_KEY = "flask_chat.chats";
 
 const chatId = currentChatId();
 const api = `/api/chat/${chatId}`;
@@ -43,23 +53,60 @@ function notice(text) {
   $("notice").textContent = text;
 }
 
+// -- the list of chats ----------------------------------------------------
+
+function savedChats() {
+  try {
+    const chats = JSON.parse(localStorage.getItem(CHATS_KEY) || "[]");
+    return Array.isArray(chats) ? chats.filter((c) => c && CHAT_ID_PATTERN.test(c.id)) : [];
+  } catch {
+    return [];
+  }
+}
+
+// Put this chat first in the list, with `title` if it has none yet; show the list.
+function rememberChat(title) {
+  const chats = savedChats();
+  const known = chats.find((c) => c.id === chatId);
+  const entry = { id: chatId, title: known?.title || title || "" };
+  const list = [entry, ...chats.filter((c) => c.id !== chatId)].slice(0, 50);
+  localStorage.setItem(CHATS_KEY, JSON.stringify(list));
+  $("chats").replaceChildren(
+    ...list.map((chat) => {
+      const link = document.createElement("a");
+      link.href = `/?chat=${chat.id}`;
+      link.textContent = chat.title || "New chat";
+      if (chat.id === chatId) link.setAttribute("aria-current", "page");
+      const item = document.createElement("li");
+      item.append(link);
+      return item;
+    }),
+  );
+  $("title").textContent = entry.title || "New chat";
+  document.title = `${entry.title || "New chat"} · flask_chat`;
+}
+
+const titleOf = (message) => (message.length > 48 ? `${message.slice(0, 47)}\u2026` : message);
+
 // -- turns: a user message and its answer ---------------------------------
 
 function newTurn(message) {
   const el = $("turn-template").content.firstElementChild.cloneNode(true);
-  el.querySelector(".user").textContent = message;
+  el.querySelector(".bubble").textContent = message;
   $("messages").append(el);
+  const answer = el.querySelector(".answer");
   const turn = {
     el,
-    answer: el.querySelector(".answer"),
-    text: el.querySelector(".answer-text"),
-    status: el.querySelector(".answer-status"),
+    answer,
+    body: answer.querySelector(".answer-body"),
     seq: null,
+    text: "", // the answer's Markdown so far
     lastId: null, // the cursor of the last event received
-    source: null, // the EventSource following the answer, if any
+    servedBy: [], // the processes whose responses brought it, in order
     state: null,
+    rendering: false,
   };
-  setState(turn, "streaming");
+  setState(turn, "writing");
   return turn;
 }
 
@@ -70,87 +117,156 @@ function register(turn, seq) {
   turns.set(seq, turn);
 }
 
-function setState(turn, state, detail) {
+function setState(turn, state, error) {
   turn.state = state;
   turn.answer.dataset.state = state;
-  turn.status.textContent = detail ? `${LABELS[state]}: ${detail}` : LABELS[state];
+  turn.answer.querySelector(".badge").textContent = LABELS[state];
+  turn.answer.querySelector(".answer-error").textContent = error || "";
+  render(turn);
   updateButtons();
 }
 
-function streamingTurn() {
-  return [...turns.values()].find((turn) => turn.state === "streaming");
+// Render the Markdown at most once a frame, however fast the pieces come.
+function render(turn) {
+  if (turn.rendering) return;
+  turn.rendering = true;
+  requestAnimationFrame(() => {
+    turn.rendering = false;
+    turn.body.replaceChildren(renderMarkdown(turn.text));
+    turn.answer.querySelector(".cursor").textContent = turn.lastId === null ? "" : `cursor #${turn.lastId}`;
+    turn.answer.dataset.cursor = turn.lastId ?? "";
+  });
+}
+
+function served(turn, response) {
+  const pid = response.headers.get("X-Worker-Pid");
+  if (!pid || turn.servedBy.at(-1) === pid) return;
+  turn.servedBy.push(pid);
+  const gunicorn = (response.headers.get("X-Server-Software") || "").startsWith("gunicorn");
+  const who = turn.servedBy.join(" \u2192 ");
+  turn.answer.querySelector(".served").textContent = gunicorn ? `gunicorn worker ${who}` : `served by pid ${who}`;
+}
+
+function writingTurn() {
+  return [...turns.values()].find((turn) => turn.state === "writing");
 }
 
 function updateButtons() {
-  const streaming = streamingTurn();
-  $("send").disabled = sending !== null || streaming !== undefined;
-  $("stop").disabled = streaming === undefined;
+  const writing = writingTurn();
+  $("send").disabled = sending !== null || writing !== undefined;
+  $("stop").disabled = writing === undefined;
 }
 
+// -- progress kept across a reload of this tab ----------------------------
+
+const progressKey = (turn) => `flask_chat.progress.${chatId}.${turn.seq}`;
+
+function saveProgress(turn) {
+  if (turn.seq === null) return;
+  try {
+    sessionStorage.setItem(progressKey(turn), JSON.stringify({ text: turn.text, cursor: turn.lastId }));
+  } catch {
+    // storage full or disabled: a reload then follows the answer from its start
+  }
+}
+
+function savedProgress(turn) {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(progressKey(turn)) || "null");
+    return saved && typeof saved.text === "string" && /^\d+$/.test(saved.cursor ?? "") ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+// -- reading answers ------------------------------------------------------
+
 function onEvent(turn, event) {
-  if (turn.state !== "streaming") return;
+  if (turn.state !== "writing") return;
   if (event.id) turn.lastId = event.id;
   if (event.type === "message") {
-    turn.text.append(event.data);
+    turn.text += event.data;
+    saveProgress(turn);
+    render(turn);
     turn.el.scrollIntoView({ block: "end" });
   } else if (event.type in ENDINGS) {
     finish(turn, ENDINGS[event.type], event.data);
   }
 }
 
-function finish(turn, ending, detail) {
-  if (turn.source) {
-    turn.source.close();
-    turn.source = null;
-  }
-  if (ending === "abandoned") setState(turn, "failed", "the server stopped writing this answer");
-  else setState(turn, ending, ending === "failed" ? detail || "unknown error" : "");
+function finish(turn, state, detail) {
+  if (turn.seq !== null) sessionStorage.removeItem(progressKey(turn));
+  if (state === "failed") setState(turn, state, detail || "the answer failed");
+  else if (state === "abandoned") setState(turn, state, ABANDONED);
+  else setState(turn, state);
 }
 
-// Show an answer as the history tells it: its text once done, else follow it from its start.
-function show(turn, answer) {
-  if (turn.source) {
-    turn.source.close();
-    turn.source = null;
-  }
-  turn.text.textContent = answer.done ? answer.text : "";
-  turn.lastId = null;
-  setState(turn, "streaming");
-  if (answer.done) finish(turn, answer.state, answer.error);
-  else follow(turn);
-}
-
-// Follow an answer with an EventSource, after the last event received (from its start if none).
-// The browser reconnects by itself after a drop, sending Last-Event-ID.
-function follow(turn) {
-  const source = new EventSource(`${api}/stream?answer=${turn.seq}&from=${turn.lastId ?? "0"}`);
-  turn.source = source;
-  const forward = (type) => (e) => onEvent(turn, { type, id: e.lastEventId, data: e.data });
-  source.onmessage = forward("message");
-  source.addEventListener("end", forward("end"));
-  source.addEventListener("stopped", forward("stopped"));
-  source.addEventListener("abandoned", forward("abandoned"));
-  source.addEventListener("error", (e) => {
-    if (e instanceof MessageEvent) {
-      forward("error")(e); // the answer failed (a final `event: error`)
-    } else if (source.readyState === EventSource.CLOSED && turn.source === source) {
-      turn.source = null; // 204 or a failed request: ask the history how the answer stands
-      refresh(turn);
+// Read a text/event-stream body, calling onEvent({type, id, data}) for each event.
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = { type: "message", id: null, data: [] };
+      for (const line of block.split("\n")) {
+        if (line === "" || line.startsWith(":")) continue; // a comment: keep-alive
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "data") event.data.push(value);
+        else if (field === "id") event.id = value;
+        else if (field === "event") event.type = value;
+      }
+      if (event.data.length) onEvent({ ...event, data: event.data.join("\n") });
     }
-  });
+  }
 }
 
+async function consume(turn, response) {
+  served(turn, response);
+  try {
+    await readEvents(response.body, (event) => onEvent(turn, event));
+  } catch {
+    // the connection dropped: the caller continues from the last event id
+  }
+}
+
+// Follow an answer after `cursor` ("0": from its start) until it ends, reconnecting after drops.
+async function follow(turn, cursor) {
+  for (let attempt = 0; turn.state === "writing"; attempt++) {
+    if (attempt) await sleep(Math.min(1000 * attempt, 5000));
+    let response;
+    try {
+      response = await fetch(`${api}/stream?answer=${turn.seq}&from=${turn.lastId ?? cursor}`, { cache: "no-store" });
+    } catch (err) {
+      notice(`cannot reach the server (${err.message}); retrying`);
+      continue;
+    }
+    if (response.status === 204 || response.status === 404) return refresh(turn); // nothing after our cursor
+    if (!response.ok) {
+      notice(`the server answered ${response.status}; retrying`);
+      continue;
+    }
+    notice("");
+    await consume(turn, response);
+  }
+}
+
+// Ask the history how an answer stands, and show it.
 async function refresh(turn) {
   for (;;) {
     try {
       const data = await getJSON(api);
       const message = data.messages.find((m) => m.seq === turn.seq);
-      if (!message) {
-        finish(turn, "failed", "this answer is gone (was the server restarted?)");
-      } else {
-        if (!message.answer.done) await sleep(1000); // the stream request failed: do not hammer the server
-        show(turn, message.answer);
-      }
+      if (!message) finish(turn, "failed", "this answer is gone (was the server restarted?)");
+      else show(turn, message.answer);
       return;
     } catch (err) {
       notice(`cannot reach the server (${err.message}); retrying`);
@@ -159,10 +275,29 @@ async function refresh(turn) {
   }
 }
 
+// Show an answer as the history tells it: its text once done; else follow it, after what this tab had.
+function show(turn, answer) {
+  if (answer.done) {
+    turn.text = answer.text;
+    turn.lastId = String(answer.cursor);
+    finish(turn, answer.state, answer.error);
+    return;
+  }
+  const saved = savedProgress(turn);
+  if (saved && turn.lastId === null) {
+    turn.text = saved.text;
+    turn.lastId = saved.cursor;
+    turn.answer.querySelector(".resumed").textContent = `resumed from #${saved.cursor} after reload`;
+  }
+  setState(turn, "writing");
+  follow(turn, "0");
+}
+
 function addFromServer(message) {
   if (turns.has(message.seq)) return;
   const turn = newTurn(message.message);
   register(turn, message.seq);
+  if (message.seq === 0) rememberChat(titleOf(message.message));
   show(turn, message.answer);
 }
 
@@ -196,45 +331,14 @@ async function send(message) {
     return;
   }
   $("message").value = "";
+  if (turn.seq === 0) rememberChat(titleOf(message));
   if (response.status === 204) return refresh(turn); // stopped before it started
-  try {
-    await readEvents(response.body, (event) => onEvent(turn, event));
-  } catch {
-    // the connection dropped: continue below from the last event id
-  }
-  if (turn.state === "streaming" && !turn.source) follow(turn);
-}
-
-// Read a text/event-stream body, calling onEvent({type, id, data}) for each event.
-async function readEvents(body, onEvent) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replace(/\r\n?/g, "\n");
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const event = { type: "message", id: null, data: [] };
-      for (const line of block.split("\n")) {
-        if (line === "" || line.startsWith(":")) continue; // a comment: keep-alive
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let value = colon < 0 ? "" : line.slice(colon + 1);
-        if (value.startsWith(" ")) value = value.slice(1);
-        if (field === "data") event.data.push(value);
-        else if (field === "id") event.id = value;
-        else if (field === "event") event.type = value;
-      }
-      if (event.data.length) onEvent({ ...event, data: event.data.join("\n") });
-    }
-  }
+  await consume(turn, response);
+  if (turn.state === "writing") follow(turn, "0");
 }
 
 async function stop() {
-  const turn = streamingTurn();
+  const turn = writingTurn();
   if (!turn) return;
   $("stop").disabled = true;
   try {
@@ -266,8 +370,19 @@ async function poll() {
   }
 }
 
+async function showInfo() {
+  try {
+    const info = await getJSON("/api/info");
+    const lines = [`log: ${info.log}`, `model: ${info.model}`];
+    $("info").replaceChildren(...lines.map((line) => Object.assign(document.createElement("div"), { textContent: line })));
+  } catch {
+    // the info line is a nicety
+  }
+}
+
 async function start() {
   $("chat-id").textContent = chatId;
+  rememberChat("");
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const message = $("message").value;
@@ -280,6 +395,7 @@ async function start() {
     }
   });
   $("stop").addEventListener("click", stop);
+  showInfo();
   for (;;) {
     try {
       const data = await getJSON(api);

@@ -1,0 +1,409 @@
+"""Many concurrent streams in one process, beside the peer: the peer's ``concurrency-N`` workload.
+
+    python -m benchmarks.scale                      # N = 100, 500, 1000; MemoryLog, local S2 over HTTP, peer
+    python -m benchmarks.scale --streams 20 --logs memory --no-peer
+    python -m benchmarks.scale --gevent             # the same, monkey-patched by gevent
+
+N streams x 200 tokens at 20 tokens/s, starts spread over 1 s. Each stream
+has its live consumer (the creator's iterator, read on the thread that created
+it, as a gthread worker's request thread does) and one resumer on a second
+``ResumableStreamContext`` (with its own log client, as another instance
+would have) that joins 1 s after its stream starts, on a thread of its own.
+
+Each measurement runs in a fresh process (so CPU, RSS, threads and context
+switches are its own); the local S2 server runs in another one, and its CPU is
+reported apart. HTTP requests and TCP connections are counted in urllib3, under
+the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import peer
+from .workload import Receiver, paced_source, summary
+
+BASIN = "bench-basin"
+TOKENS = 200
+RATE = 20.0
+JOIN_AFTER = 1.0
+RAMP = 1.0
+
+
+# -- one measurement, in its own process ---------------------------------------
+
+
+class _Counters:
+    """HTTP requests and new TCP connections made by urllib3 in this process."""
+
+    def __init__(self) -> None:
+        import urllib3.connection
+        import urllib3.connectionpool
+
+        self.requests = 0
+        self.connections = 0
+        pool = urllib3.connectionpool.HTTPConnectionPool
+        make_request = pool._make_request
+        connect = urllib3.connection.HTTPConnection.connect
+
+        def counted_request(*args: Any, **kwargs: Any) -> Any:
+            self.requests += 1
+            return make_request(*args, **kwargs)
+
+        def counted_connect(*args: Any, **kwargs: Any) -> Any:
+            self.connections += 1
+            return connect(*args, **kwargs)
+
+        pool._make_request = counted_request  # type: ignore[method-assign]
+        urllib3.connection.HTTPConnection.connect = counted_connect  # type: ignore[method-assign]
+
+
+class _Bare:
+    """The workload without the library: each source runs on a thread of its own and hands its tokens to
+    its readers through a list and a condition. What the workload's threads cost on this machine."""
+
+    class Stream:
+        def __init__(self, source: Any) -> None:
+            self.tokens: list[str] = []
+            self.done = False
+            self.cond = threading.Condition(threading.Lock())
+            self.status = None
+            threading.Thread(target=self._pump, args=(source,), daemon=True).start()
+
+        def _pump(self, source: Any) -> None:
+            for token in source():
+                with self.cond:
+                    self.tokens.append(token)
+                    self.cond.notify_all()
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+        def reader(self) -> Iterator[str]:
+            seen = 0
+            while True:
+                with self.cond:
+                    while seen == len(self.tokens) and not self.done:
+                        self.cond.wait(1.0)
+                    if seen == len(self.tokens):
+                        return
+                    token = self.tokens[seen]
+                seen += 1
+                yield token
+
+    def __init__(self) -> None:
+        self.streams: dict[str, _Bare.Stream] = {}
+
+    def create_new_resumable_stream(self, stream_id: str, source: Any) -> Iterator[str]:
+        stream = self.streams[stream_id] = _Bare.Stream(source)
+        return stream.reader()
+
+    def resume_existing_stream(self, stream_id: str) -> Iterator[str]:
+        return self.streams[stream_id].reader()
+
+    def close(self) -> None:
+        pass
+
+
+def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
+    from resumable_stream import MemoryLog, S2Client
+
+    if kind == "memory":
+        shared = MemoryLog()
+        return shared, shared
+    assert url is not None
+    return tuple(  # type: ignore[return-value]
+        S2Client(access_token="bench", basin=BASIN, account_endpoint=url, basin_endpoint=url) for _ in range(2)
+    )
+
+
+def measure(kind: str, n: int, url: str | None, waves: int) -> dict[str, Any]:
+    """Run the workload ``waves`` times in this process; the figures of each wave."""
+    from resumable_stream import ResumableStreamContext, context
+
+    if os.environ.get("BENCH_WRITERS"):  # for experiments with the writer's concurrency
+        context._WRITERS = int(os.environ["BENCH_WRITERS"])
+    counters = _Counters()
+    if kind == "bare":
+        bare = _Bare()
+        return {"waves": [_wave(bare, bare, n, counters) for _ in range(waves)]}
+    producer_log, resumer_log = _make_logs(kind, url)
+    producer = ResumableStreamContext(producer_log)
+    resumer = ResumableStreamContext(resumer_log)
+    results = []
+    for _ in range(waves):
+        results.append(_wave(producer, resumer, n, counters))
+    producer.close()
+    resumer.close()
+    for log in {id(producer_log): producer_log, id(resumer_log): resumer_log}.values():
+        log.close()
+    return {"waves": results, "threads_after_close": threading.active_count()}
+
+
+def _wave(producer: Any, resumer: Any, n: int, counters: _Counters) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    lives: list[Receiver] = []
+    resumers: list[Receiver] = []
+    joins: list[float] = []
+    resume_calls: list[float] = []
+    missing: list[str] = []
+    baseline_threads = threading.active_count()
+    peak_threads = baseline_threads
+    sampling = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_threads
+        while not sampling.wait(0.1):
+            peak_threads = max(peak_threads, threading.active_count())
+
+    created = [threading.Event() for _ in range(n)]
+
+    def live_thread(j: int, start: float, sent: list[float], receiver: Receiver) -> None:
+        time.sleep(max(0.0, start - time.perf_counter()))
+        try:
+            stream = producer.create_new_resumable_stream(f"scale-{run}-{j}", paced_source(TOKENS, RATE, sent))
+        finally:
+            created[j].set()
+        if stream is None:
+            receiver.errors.append("create returned None")
+            return
+        receiver.consume(stream)
+
+    def resumer_thread(j: int, start: float, receiver: Receiver) -> None:
+        # As in the peer's benchmark: 1 s after the create call began, and not before it returned.
+        created[j].wait()
+        time.sleep(max(0.0, start + JOIN_AFTER - time.perf_counter()))
+        joined = time.perf_counter()
+        stream = resumer.resume_existing_stream(f"scale-{run}-{j}")
+        resume_calls.append((time.perf_counter() - joined) * 1000)
+        joins[j] = joined
+        if stream is None:
+            missing.append(f"scale-{run}-{j}")
+            receiver.errors.append("resume returned None")
+            return
+        receiver.consume(stream)
+
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    requests0, connections0 = counters.requests, counters.connections
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter() + 0.2
+    threads = []
+    for j in range(n):
+        sent = [0.0] * TOKENS
+        lives.append(Receiver(TOKENS, sent))
+        resumers.append(Receiver(TOKENS, sent))
+        joins.append(0.0)
+        start = t0 + j * RAMP / n
+        threads.append(threading.Thread(target=live_thread, args=(j, start, sent, lives[j]), daemon=True))
+        threads.append(threading.Thread(target=resumer_thread, args=(j, start, resumers[j]), daemon=True))
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + TOKENS / RATE + RAMP + 180
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    wall = time.perf_counter() - t0
+    sampling.set()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    hung = sum(thread.is_alive() for thread in threads)
+
+    after_join = []
+    for receiver, joined in zip(resumers, joins, strict=True):
+        first_live = sum(1 for t in receiver.sent_at if 0 < t <= joined)
+        after_join.extend(receiver.lags_ms(first_live))
+    states: dict[str, int] = {}
+    for receiver in lives + resumers:
+        key = receiver.end_state or "none"
+        states[key] = states.get(key, 0) + 1
+    return {
+        "streams": n,
+        "wall_s": wall,
+        "nominal_s": (TOKENS - 1) / RATE + RAMP * (n - 1) / n,
+        "live_complete": sum(r.complete for r in lives),
+        "resumers_complete": sum(r.complete for r in resumers),
+        "resumers_missing": len(missing),
+        "hung_threads": hung,
+        "end_states": states,
+        "errors": [e for r in lives + resumers for e in r.errors][:5],
+        "resumer_lag_ms_after_join": summary(after_join),
+        "live_lag_ms": summary([x for r in lives for x in r.lags_ms()]),
+        "resume_call_ms": summary(resume_calls),
+        "cpu_s": (usage.ru_utime - usage0.ru_utime) + (usage.ru_stime - usage0.ru_stime),
+        "system_cpu_s": usage.ru_stime - usage0.ru_stime,
+        "voluntary_switches": usage.ru_nvcsw - usage0.ru_nvcsw,
+        "involuntary_switches": usage.ru_nivcsw - usage0.ru_nivcsw,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "library_threads_peak": peak_threads - baseline_threads - 2 * n - 1,
+        "http_requests": counters.requests - requests0,
+        "tcp_connections": counters.connections - connections0,
+    }
+
+
+# -- the runs, side by side ----------------------------------------------------
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def s2_server() -> Iterator[tuple[str, int]]:
+    """A local S2 server in its own process: its URL and pid."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "resumable_stream.testing.server", "--port", "0", "--basin", BASIN],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"the S2 server did not start: {line!r}")
+        yield line.split()[1], server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False) -> dict[str, Any]:
+    """One measurement of ours in a fresh process (with a fresh local server for ``http``)."""
+    command = [sys.executable, "-m", "benchmarks.scale", "--worker", kind, "--streams", str(n), "--waves", str(waves)]
+    if gevent:
+        command.append("--gevent")
+
+    def run(url: str | None) -> dict[str, Any]:
+        done = subprocess.run(command + ([url] if url else []), capture_output=True, text=True, timeout=1200)
+        if done.returncode:
+            raise RuntimeError(f"the benchmark worker failed:\n{done.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return result
+
+    if kind != "http":
+        return run(None)
+    with s2_server() as (url, pid):
+        cpu0 = _process_cpu(pid)
+        result = run(url)
+        result["server_cpu_s"] = _process_cpu(pid) - cpu0
+        return result
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(ours_value: float | None, peer_value: float | None) -> str:
+    if not ours_value or not peer_value:
+        return ""
+    return f" ({ours_value / peer_value:.1f}x)"
+
+
+def table(n: int, peer_result: dict[str, Any] | None, results: dict[str, dict[str, Any]]) -> None:
+    """Print one side-by-side table for N streams: the peer, then each of our logs (ratios to the peer)."""
+    columns = list(results)
+    rows: list[list[str]] = []
+
+    def row(label: str, peer_value: float | None, values: list[float | None], digits: int = 1,
+            ratio: bool = True) -> None:
+        cells = [_fmt(peer_value, digits)]
+        for value in values:
+            cells.append(_fmt(value, digits) + (_ratio(value, peer_value) if ratio else ""))
+        rows.append([label, *cells])
+
+    def ours_values(path: str) -> list[Any]:
+        out = []
+        for kind in columns:
+            value: Any = results[kind]["waves"][-1]
+            for key in path.split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            out.append(value)
+        return out
+
+    p = peer_result or {}
+    for name, key in (("resumer lag after join p50 ms", "p50"), ("resumer lag after join p99 ms", "p99")):
+        row(name, p.get("resumer_lag_ms_after_join", {}).get(key), ours_values(f"resumer_lag_ms_after_join.{key}"), 2)
+    row("live lag p99 ms", p.get("live_lag_ms", {}).get("p99"), ours_values("live_lag_ms.p99"), 2)
+    row("resume call p99 ms", p.get("resume_call_ms", {}).get("p99"), ours_values("resume_call_ms.p99"), 1)
+    row("wall s (nominal 10.95)", p.get("wall_s"), ours_values("wall_s"), 2)
+    row("process CPU s", p.get("node_cpu_s", {}).get("total"), ours_values("cpu_s"), 2)
+    row("  of it system s", p.get("node_cpu_s", {}).get("system"), ours_values("system_cpu_s"), 2)
+    servers = [results[k].get("server_cpu_s") for k in columns]
+    row("log server CPU s", p.get("redis", {}).get("redis_cpu_s"), servers, 2)
+    row("peak RSS MB", p.get("peak_rss_mb"), ours_values("peak_rss_mb"), 0)
+    last = [results[k]["waves"][-1] for k in columns]
+    rows.append(["complete live / resumers", f"{p.get('live_complete', '-')} / {p.get('resumers_complete', '-')}",
+                 *[f"{w['live_complete']} / {w['resumers_complete']}" for w in last]])
+    rows.append(["end states", "-", *[_states(w["end_states"]) for w in last]])
+    calls = sum(p.get("redis", {}).get("calls", {}).values()) if p else None
+    per_stream = [v / n if v else None for v in ours_values("http_requests")]
+    row("requests per stream", calls / n if calls else None, per_stream, 1, ratio=False)
+    row("connections opened", p.get("redis", {}).get("connections"), ours_values("tcp_connections"), 0, ratio=False)
+    row("library threads (peak)", None, ours_values("library_threads_peak"), 0, ratio=False)
+    row("voluntary context switches", None, ours_values("voluntary_switches"), 0, ratio=False)
+    header = [f"N = {n}", "Vercel (Redis)", *[_LABELS[k] for k in columns]]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _states(states: dict[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in sorted(states.items()))
+
+
+_LABELS = {"bare": "no library (threads only)", "memory": "ours, MemoryLog", "http": "ours, local S2 over HTTP"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", default="100,500,1000", help="comma-separated N (default: %(default)s)")
+    parser.add_argument("--logs", default="bare,memory,http",
+                        help="bare (the workload without the library), memory, http (default: %(default)s)")
+    parser.add_argument("--waves", type=int, default=1, help="run the workload this many times per process")
+    parser.add_argument("--no-peer", action="store_true", help="do not run the peer")
+    parser.add_argument("--gevent", action="store_true", help="monkey-patch with gevent first (needs gevent)")
+    parser.add_argument("--json-out", help="also write every result to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("url", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        if args.gevent:
+            from gevent import monkey
+
+            monkey.patch_all()
+        print(json.dumps(measure(args.worker, int(args.streams), args.url, args.waves)))
+        return
+    kinds = [k for k in args.logs.split(",") if k]
+    everything: dict[str, Any] = {}
+    for n in (int(x) for x in args.streams.split(",")):
+        peer_result = None
+        if not args.no_peer:
+            reason = peer.available()
+            if reason is None:
+                peer_result = peer.run(f"concurrency-{n}")
+            else:
+                print(f"(peer skipped: {reason})")
+        results = {kind: ours(kind, n, waves=args.waves, gevent=args.gevent) for kind in kinds}
+        table(n, peer_result, results)
+        everything[str(n)] = {"peer": peer_result, **results}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(everything, indent=1))
+
+
+if __name__ == "__main__":
+    main()

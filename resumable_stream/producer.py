@@ -1,0 +1,501 @@
+"""The producer: one stream's source, run on its own thread, and the records it queues for the writer.
+
+The source thread pulls the source and gives every chunk its sequence number
+at once (the claim is record 0), so the creator's reader can be handed the
+chunk with its cursor before it is written. Queued records wait for the
+context's :class:`~resumable_stream.writer.Writer`, which appends them in
+batches: the producer says when its next batch is due (:meth:`Producer.take`)
+and learns how each append went (:meth:`Producer.written`,
+:meth:`Producer.write_failed`).
+
+Threading: the source thread, the writer's threads and the creator's reader
+all meet in one condition per stream, so streams never contend with each
+other. The creator's reader takes chunks in bulk (:meth:`Producer.next_live`)
+and is woken only while it waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import _wire, liveness
+from .exceptions import FencingTokenMismatch, StreamAbandoned, StreamFailed
+from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, AppendAck, Log, Record
+from .protocol import StreamState, StreamStatus, read_status
+
+__all__ = ["Batch", "Producer", "WritePolicy", "describe_failure"]
+
+logger = logging.getLogger(__name__)
+
+# Largest data record body. A full record with its headers and the stream's terminal fence (at most
+# 8 + 2 + 5 + 36 bytes) must still fit the 1 MiB of one read, which stream_status relies on.
+MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 128
+# Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
+_MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
+# Longest a thread waits on a condition before it checks again (every notification also wakes it).
+_RECHECK = 1.0
+#: How far (in seconds of production) the creator may run ahead of what the log has taken: past this,
+#: while the log does not answer, it is handed only written chunks. So when writing fails for good, the
+#: creator has been shown at most this much that no other reader will ever see.
+LIVE_LEAD = 5.0
+#: What :meth:`Producer.next_live` returns when the creator fell too far behind: it reads the log instead.
+OVERFLOWED = "overflowed"
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """When a producer's queued records go out, how many at once, and for how long an append is tried."""
+
+    #: Most records per append.
+    batch_size: int
+    #: Longest a record may wait for more to join its batch; 0 sends whenever the writer is free.
+    linger: float
+    #: Seconds of idleness after which a heartbeat record is written.
+    heartbeat_interval: float
+    #: Seconds an append is retried before the producer gives up on the stream (see ``liveness.py``).
+    append_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records to append at ``first_seq``; ``ends`` when they include the stream's terminal record."""
+
+    first_seq: int
+    records: list[Record]
+    ends: bool
+
+
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (and surrogate pairs joined), so it encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The message recorded for a source that raised ``exc``: ``"ValueError: boom"``.
+
+    It is valid Unicode and no longer than the log keeps, so the creator and every reader see the same.
+    """
+    text = str(exc)
+    return _wire.recordable_message(valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__))
+
+
+def split_chunk(value: str | bytes) -> list[tuple[str | bytes, bytes]]:
+    """Split a chunk into pieces whose bodies fit a record: ``(piece, encoded piece)`` pairs.
+
+    Text that is not valid Unicode (lone surrogates) gets U+FFFD in their place, for the creator and
+    every reader alike.
+    """
+    if isinstance(value, bytes):
+        slices = (value[i : i + MAX_CHUNK_BYTES] for i in range(0, len(value), MAX_CHUNK_BYTES))
+        return [(piece, piece) for piece in slices]
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = valid_text(value)
+        data = value.encode("utf-8")
+    if len(data) <= MAX_CHUNK_BYTES:
+        return [(value, data)]
+    pieces: list[tuple[str | bytes, bytes]] = []
+    start = 0
+    while start < len(data):
+        end = min(start + MAX_CHUNK_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # do not cut a character in two
+            end -= 1
+        pieces.append((data[start:end].decode("utf-8"), data[start:end]))
+        start = end
+    return pieces
+
+
+class Producer:
+    """One stream's source and its queue of records to write.
+
+    ``schedule(producer, due, entry)`` asks the writer to call :meth:`take`
+    with ``entry`` once the monotonic time ``due`` has come; ``on_done`` is
+    called once the outcome is settled.
+    """
+
+    def __init__(self, stream_id: str, token: str, source: Iterable[Any] | Callable[[], Iterable[Any]], *,
+                 log: Log, policy: WritePolicy, live_buffer_bytes: int,
+                 schedule: Callable[[Producer, float, int], None], on_done: Callable[[Producer], None],
+                 default_bound: float) -> None:
+        self.stream_id = stream_id
+        self.token = token
+        self.policy = policy
+        #: Set once the outcome is settled (recorded, or known to be impossible to record).
+        self.done = threading.Event()
+        #: The source's exception, or why writing failed; raised by the creator's reader.
+        self.error: BaseException | None = None
+        self._source = source
+        self._log = log
+        self.policy = policy
+        self._live_limit = live_buffer_bytes
+        self._schedule_at_writer = schedule
+        self._on_done = on_done
+        self._default_bound = default_bound
+        self._cond = threading.Condition(threading.Lock())
+        self._is_bytes: bool | None = None
+        self._next_seq = 1  # the claim is record 0
+        self._pending: list[Record] = []
+        self._pending_seq = 1  # sequence number of _pending[0]
+        self._pending_bytes = 0
+        self._pending_since = 0.0  # when the oldest pending record was queued
+        self._in_flight = False
+        self._in_flight_since = 0.0  # when the oldest record of the batch in flight was queued
+        self._written = 1  # one past the last record known to be on the log
+        # When the last append landed: the claim, backdated so that the first chunk goes out at once.
+        self._last_write = time.monotonic() - policy.linger
+        self._entry = 0  # id of the writer's one valid entry for this producer
+        self._entry_due: float | None = None  # its due time; None when the writer holds no entry
+        self._live: deque[tuple[int, str | bytes, int]] | None = deque()  # (seq, chunk, size) for the creator
+        self._live_bytes = 0
+        self._overflowed = False
+        self._waiting_reader = False
+        self._waiting_source = False
+        self._finishing: StreamState | None = None
+        self._terminal_seq = 0  # sequence number of the first terminal record, once queued
+        self._message: str | None = None
+        self._outcome: StreamStatus | None = None
+        self._cut = math.inf  # chunks at or after this sequence number never reach the creator
+
+    @property
+    def cut(self) -> float:
+        """Chunks at or after this sequence number are not on the log and must not be handed to the creator."""
+        return self._cut
+
+    def start(self) -> None:
+        """Start the source thread, once the claim has landed."""
+        liveness.register(self.token)
+        threading.Thread(target=self._pump, name=f"resumable-stream {self.stream_id!r}", daemon=True).start()
+        self._reschedule_now()
+
+    def discard(self) -> None:
+        """The claim was lost: this producer never starts."""
+        self.done.set()
+        self._on_done(self)
+
+    # -- source thread ---------------------------------------------------
+
+    def _pump(self) -> None:
+        iterator: Iterator[Any] | None = None
+        try:
+            if self._finishing is not None:
+                return  # stopped while claiming: never start the work
+            source = self._source
+            if callable(source) and not isinstance(source, Iterable):
+                source = source()
+            if not isinstance(source, Iterable) or isinstance(source, (str, bytes)):
+                raise TypeError(
+                    "make_stream must be an iterable of str or bytes, or a function returning one; "
+                    f"got {type(source).__name__}"
+                )
+            iterator = iter(source)
+            for chunk in iterator:
+                if not self._offer(chunk):
+                    break
+        except BaseException as exc:  # the stream fails whatever the source raised
+            self._finish(StreamState.FAILED, exc)
+        else:
+            self._finish(StreamState.COMPLETED)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()  # after a stop, this cancels the work inside the source (GeneratorExit)
+                except Exception:
+                    logger.warning("closing the source of stream %r raised", self.stream_id, exc_info=True)
+
+    def _offer(self, chunk: object) -> bool:
+        """Queue a chunk; False once the stream is finishing (stopped), so the source is closed."""
+        if isinstance(chunk, str):
+            is_bytes = False
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            chunk, is_bytes = bytes(chunk), True
+        else:
+            raise TypeError(f"the stream's source yielded {type(chunk).__name__}; it must yield str or bytes")
+        if self._is_bytes is None:
+            self._is_bytes = is_bytes
+        elif self._is_bytes != is_bytes:
+            first, then = ("bytes", "str") if self._is_bytes else ("str", "bytes")
+            raise TypeError(f"the stream's source yielded {then} after {first}; a stream carries one or the other")
+        if not chunk:
+            return True
+        pieces = split_chunk(chunk)
+        with self._cond:
+            while self._pending_bytes > _MAX_PENDING_BYTES and self._finishing is None:
+                self._waiting_source = True  # the log is slower than the source: let the writer catch up
+                self._cond.wait(_RECHECK)
+            self._waiting_source = False
+            if self._finishing is not None:
+                return False
+            now = time.monotonic()
+            live = self._live
+            for piece, body in pieces:
+                seq = self._queue(_wire.data_record(body, is_bytes), now)
+                if live is not None:
+                    live.append((seq, piece, len(body)))
+                    self._live_bytes += len(body)
+            if live is not None and self._live_bytes > self._live_limit and len(live) > 1:
+                self._live = None  # the creator is not keeping up: it reads the rest from the log
+                self._overflowed = True
+            if self._waiting_reader:
+                self._cond.notify_all()
+            entry = self._reschedule()
+        self._submit(entry)
+        return True
+
+    def _queue(self, record: Record, now: float) -> int:
+        """Give ``record`` the next sequence number and queue it; call with the condition held."""
+        if not self._pending:
+            self._pending_seq = self._next_seq
+            self._pending_since = now
+        self._pending.append(record)
+        self._pending_bytes += record.metered_size
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _finish(self, state: StreamState, exc: BaseException | None = None) -> None:
+        """Queue the terminal records for ``state``, unless the stream is already finishing."""
+        with self._cond:
+            if self._finishing is not None:
+                return
+            self._finishing = state
+            if exc is not None:
+                self.error = exc
+                self._message = describe_failure(exc)
+            now = time.monotonic()
+            records = _wire.terminal_records(state.value, self._message)
+            self._terminal_seq = self._next_seq
+            for record in records:
+                self._queue(record, now)
+            self._cond.notify_all()
+            entry = self._reschedule()
+        self._submit(entry)
+        if state is StreamState.FAILED:
+            logger.info("stream %r failed: %s", self.stream_id, self._message)
+
+    def request_stop(self) -> None:
+        """End the stream as stopped: write what was produced, record the stop, close the source at its next yield."""
+        logger.info("stopping stream %r", self.stream_id)
+        self._finish(StreamState.STOPPED)
+
+    def abandon(self) -> None:
+        """End the stream as abandoned (the process is shutting down before the source finished)."""
+        logger.warning("abandoning stream %r: the process is shutting down before its source finished", self.stream_id)
+        self._finish(StreamState.ABANDONED)
+
+    # -- the writer's side -------------------------------------------------
+
+    def _due(self) -> float | None:
+        """When the next append is due (monotonic); None while one is in flight or once done."""
+        if self._in_flight or self._outcome is not None:
+            return None
+        if not self._pending:
+            return self._last_write + self.policy.heartbeat_interval
+        if self._finishing is not None or len(self._pending) >= self.policy.batch_size:
+            return self._pending_since
+        return min(self._pending_since, self._last_write) + self.policy.linger
+
+    def _reschedule(self) -> tuple[float, int] | None:
+        """A new writer entry if the next append is due earlier than the one the writer holds."""
+        due = self._due()
+        if due is None or (self._entry_due is not None and self._entry_due <= due):
+            return None
+        self._entry += 1
+        self._entry_due = due
+        return due, self._entry
+
+    def _submit(self, entry: tuple[float, int] | None) -> None:
+        if entry is not None:
+            self._schedule_at_writer(self, *entry)
+
+    def _reschedule_now(self) -> None:
+        with self._cond:
+            entry = self._reschedule()
+        self._submit(entry)
+
+    def take(self, entry: int, now: float) -> Batch | None:
+        """The batch to append now, for the writer's ``entry``; None if the entry is stale or not due yet."""
+        with self._cond:
+            if entry != self._entry or self._entry_due is None:
+                return None  # superseded by a later entry
+            self._entry_due = None
+            due = self._due()
+            if due is None:
+                return None
+            if due > now:
+                follow_up = self._reschedule()
+                batch = None
+            else:
+                if not self._pending:
+                    self._queue(_wire.HEARTBEAT, now)
+                batch = self._take_batch()
+                follow_up = None
+        self._submit(follow_up)
+        return batch
+
+    def _take_batch(self) -> Batch:
+        """Take the next batch off the queue; call with the condition held."""
+        limit = min(self.policy.batch_size, MAX_BATCH_RECORDS)
+        size = 0
+        count = 0
+        for record in self._pending:
+            record_size = record.metered_size
+            if count == limit or (count and size + record_size > MAX_BATCH_BYTES):
+                break
+            size += record_size
+            count += 1
+        records = self._pending[:count]
+        del self._pending[:count]
+        self._in_flight_since = self._pending_since
+        first = self._pending_seq
+        self._pending_seq += count
+        self._pending_bytes -= size
+        self._in_flight = True
+        if self._waiting_source:
+            self._cond.notify_all()  # a source paused by backpressure may go on
+        ends = self._finishing is not None and first + count > self._terminal_seq
+        return Batch(first, records, ends)
+
+    def written(self, batch: Batch, ack: AppendAck) -> None:
+        """``batch`` landed."""
+        with self._cond:
+            self._in_flight = False
+            self._written = ack.end.seq_num
+            self._last_write = time.monotonic()
+            if self._waiting_reader:
+                self._cond.notify_all()  # a creator held back by LIVE_LEAD may go on
+            if batch.ends:
+                assert self._finishing is not None
+                error = self._message if self._finishing is StreamState.FAILED else None
+                self._end(StreamStatus(self._finishing, ack.end.seq_num, error), self._terminal_seq)
+                entry = None
+            else:
+                entry = self._reschedule()
+        self._submit(entry)
+        if batch.ends:
+            self._on_done(self)
+
+    def write_failed(self, batch: Batch, exc: BaseException) -> None:
+        """Appending ``batch`` failed for good: the stream ends here (see :meth:`_shut_out` and :meth:`_give_up`)."""
+        if isinstance(exc, FencingTokenMismatch):
+            self._shut_out(exc)
+        else:
+            self._give_up(exc)
+        self._on_done(self)
+
+    def _shut_out(self, exc: FencingTokenMismatch) -> None:
+        """Someone else fenced the stream: stop_stream gave up waiting for us, or a reader took us for dead."""
+        logger.warning("stream %r was ended by another writer (fencing token %r); stopping its source",
+                       self.stream_id, exc.current_token)
+        try:
+            status = read_status(self._log, self.stream_id, self._default_bound).status
+        except Exception:
+            status = StreamStatus(StreamState(_wire.terminal_state(exc.current_token) or "failed"), self._written)
+        if not status.done:  # a fence this library does not write
+            status = StreamStatus(StreamState.FAILED, status.tail, f"fenced by another writer ({exc.current_token!r})")
+        with self._cond:
+            if status.state is StreamState.ABANDONED:
+                self.error = StreamAbandoned(self.stream_id)
+            elif status.state is StreamState.FAILED:
+                self.error = StreamFailed(self.stream_id, status.error or "ended by another writer")
+            self._end(status, self._written)
+
+    def _give_up(self, exc: BaseException) -> None:
+        """The log cannot be written: end the stream here, and record the failure if the log lets us.
+
+        What the creator may still be handed is cut where the log's records end: at the terminal
+        records if they land, else at the last record known to be written.
+        """
+        message = _wire.recordable_message(f"the stream could not be written to the log: {describe_failure(exc)}")
+        logger.error("stream %r: %s", self.stream_id, message)
+        cut = tail = self._written
+        try:
+            ack = self._log.append(self.stream_id, _wire.terminal_records(StreamState.FAILED.value, message),
+                                   fencing_token=self.token, timeout=self.policy.append_timeout)
+        except Exception:
+            pass
+        else:
+            cut, tail = ack.start.seq_num, ack.end.seq_num
+        with self._cond:
+            self.error = exc
+            self._end(StreamStatus(StreamState.FAILED, tail, message), cut)
+
+    def _end(self, outcome: StreamStatus, cut: float) -> None:
+        """Settle the outcome; call with the condition held. Chunks at or after ``cut`` never reach the creator."""
+        self._outcome = outcome
+        self._cut = cut
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._in_flight = False
+        if self._live is not None:
+            while self._live and self._live[-1][0] >= cut:
+                self._live.pop()
+        if self._finishing is None:
+            self._finishing = outcome.state
+        self._cond.notify_all()
+        self.done.set()
+        liveness.unregister(self.token)
+
+    # -- the creator's reader ------------------------------------------------
+
+    def next_live(self, deadline: float | None) -> tuple[list[tuple[int, str | bytes, int]], StreamStatus | str | None]:
+        """Wait for chunks for the creator, until the monotonic ``deadline``.
+
+        Returns the chunks (``(sequence number, chunk, size)``) taken off the
+        live queue, and ``None`` while the stream goes on, the outcome once it is
+        settled and every chunk was taken, or :data:`OVERFLOWED` when the
+        creator fell behind by more than ``live_buffer_bytes`` (it must read
+        the rest from the log).
+        """
+        with self._cond:
+            while True:
+                live = self._live
+                if live:
+                    if not self._leading_too_far():
+                        chunks = list(live)
+                        live.clear()
+                        self._live_bytes = 0
+                        return chunks, None
+                    chunks = []
+                    while live and live[0][0] < self._written:
+                        chunks.append(live.popleft())
+                        self._live_bytes -= chunks[-1][2]
+                    if chunks:
+                        return chunks, None
+                if self._overflowed:
+                    return [], OVERFLOWED
+                if self._outcome is not None:
+                    return [], self._outcome
+                remaining = _RECHECK if deadline is None else min(deadline - time.monotonic(), _RECHECK)
+                if remaining <= 0:
+                    return [], None
+                self._waiting_reader = True
+                self._cond.wait(remaining)
+                self._waiting_reader = False
+
+    def _leading_too_far(self) -> bool:
+        """True while the oldest record the log has not taken has waited longer than :data:`LIVE_LEAD`."""
+        if self._in_flight:
+            since = self._in_flight_since
+        elif self._pending:
+            since = self._pending_since
+        else:
+            return False
+        return time.monotonic() - since > LIVE_LEAD
+
+    def detach(self) -> None:
+        """The creator's reader went away: stop queueing chunks for it."""
+        with self._cond:
+            self._live = None

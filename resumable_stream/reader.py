@@ -1,0 +1,324 @@
+"""The reader: :class:`ResumableStream`, one reader of one stream, live or from the log.
+
+The creator's reader takes chunks straight from its producer, in bulk, as they
+are produced. Every other reader (and the creator's, if it falls too far
+behind) follows the log with one read session from its cursor, so a batch
+written reaches it without another request, until the stream's terminal
+record. The session's ``wait`` is the reader's remaining patience: when no
+record arrives for that long the session ends, and the reader either returns
+to its caller (a timeout) or judges the producer's silence (see
+``liveness.py``), recording the stream as abandoned if the producer's claim
+says it should have written by now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
+
+from . import _wire, liveness, protocol
+from .exceptions import (
+    FencingTokenMismatch,
+    RangeNotSatisfiable,
+    S2Error,
+    SeqNumMismatch,
+    StreamAbandoned,
+    StreamFailed,
+)
+from .log import Log, ReadBatch, SequencedRecord
+from .producer import OVERFLOWED, Producer
+from .protocol import StreamState, StreamStatus
+
+__all__ = ["ResumableStream", "parse_cursor"]
+
+logger = logging.getLogger(__name__)
+
+Chunk = TypeVar("Chunk", str, bytes)
+
+# Largest sequence number a cursor may name.
+_MAX_CURSOR = 2**63 - 1
+# Longest a read session waits for a record before the reader looks around (whole seconds).
+_MAX_WAIT = 60
+
+
+def parse_cursor(cursor: str | int | None) -> int | None:
+    """The sequence number a resume cursor names; :class:`ValueError` for anything but a non-negative integer."""
+    if cursor is None:
+        return None
+    if isinstance(cursor, bool) or not isinstance(cursor, (str, int)):
+        raise ValueError(f"invalid resume cursor {cursor!r}: expected an event id such as '42'")
+    text = str(cursor).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > _MAX_CURSOR:
+        raise ValueError(f"invalid resume cursor {cursor!r}: expected an event id such as '42'")
+    return int(text)
+
+
+class ResumableStream(Generic[Chunk]):
+    """One reader of a resumable stream: iterate it for the chunks.
+
+    Iterating yields the chunks (``str``, or ``bytes`` for a bytes source),
+    blocking until the next one arrives, and ends when the stream ends:
+    normally for a completed or stopped stream, with
+    :class:`~resumable_stream.exceptions.StreamFailed` for a failed one (the
+    creator's own iterator raises the source's original exception instead)
+    and with :class:`~resumable_stream.exceptions.StreamAbandoned` for an
+    abandoned one. :meth:`events` yields ``(cursor, chunk)`` pairs instead;
+    a cursor passed to ``resume_existing_stream(..., after=cursor)`` resumes
+    strictly after that chunk. Once the stream has ended, :attr:`status` says
+    how.
+
+    Readers are made by :class:`~resumable_stream.ResumableStreamContext`.
+
+    Threading: a reader is consumed by one thread at a time; :meth:`close`
+    may be called from any thread.
+    """
+
+    def __init__(self, log: Log, stream_id: str, *, default_bound: float, after: int | None = None,
+                 tail: int | None = None, silent_for: float = 0.0, producer: Producer | None = None) -> None:
+        self.stream_id = stream_id
+        #: How the stream ended; ``None`` until then.
+        self.status: StreamStatus | None = None
+        self._log = log
+        self._default_bound = default_bound
+        self._closed = False
+        self._last_seq = -1 if after is None else after  # records up to here are consumed
+        # A cursor may lie beyond the end (the creator hands out cursors before they are written):
+        # reading from the tail still finds the terminal record that ends this reader.
+        self._next_read = self._last_seq + 1 if tail is None else min(self._last_seq + 1, tail)
+        self._records: deque[SequencedRecord] = deque()
+        self._local: deque[tuple[int, Any, int]] = deque()
+        self._producer = producer  # the creator's: its chunks come straight from here, and its failures
+        self._live = producer  # while it keeps up
+        self._session: Iterator[ReadBatch | Any] | None = None
+        self._session_wait = 0
+        self._token: str | None = None
+        self._bound: float | None = None  # the producer's silence bound, once its claim is known
+        self._error_message: str | None = None
+        self._quiet_since = time.monotonic() - silent_for
+
+    def __repr__(self) -> str:
+        state = self.status.state.value if self.status else ("live" if self._live is not None else "reading")
+        return f"<ResumableStream {self.stream_id!r} {state}>"
+
+    def __iter__(self) -> ResumableStream[Chunk]:
+        return self
+
+    def __next__(self) -> Chunk:
+        event = self._next_event(None)
+        if event is None:
+            raise StopIteration
+        return event[1]
+
+    def events(self) -> Iterator[tuple[str, Chunk]]:
+        """Yield ``(cursor, chunk)`` for every chunk; the cursor is an event id such as ``"17"``."""
+        while (event := self._next_event(None)) is not None:
+            yield str(event[0]), event[1]
+
+    def next_event(self, timeout: float | None = None) -> tuple[str, Chunk] | None:
+        """The next ``(cursor, chunk)``, waiting at most about ``timeout`` seconds (``None``: until there is one).
+
+        Returns ``None`` when the timeout passes first (a reader of the log
+        waits in whole seconds), when the stream has ended (then
+        :attr:`status` is set) or when the reader is closed; a failed or
+        abandoned stream raises, as iterating does.
+        """
+        event = self._next_event(timeout)
+        return None if event is None else (str(event[0]), event[1])
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Detach this reader. The stream itself goes on."""
+        self._closed = True
+        if self._live is not None:
+            self._live.detach()
+        self._end_session()
+
+    def __enter__(self) -> ResumableStream[Chunk]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------
+
+    def _next_event(self, timeout: float | None) -> tuple[int, Chunk] | None:
+        """The next ``(sequence number, chunk)``; None once ended or closed, or when ``timeout`` passes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        local = self._local
+        while self.status is None and not self._closed:
+            if local:
+                seq, chunk, _ = local.popleft()
+                if self._live is not None and seq >= self._live.cut:
+                    local.clear()  # never written: the stream ended before it reached the log
+                    continue
+                self._last_seq = seq
+                return seq, chunk
+            if self._live is not None:
+                chunks, end = self._live.next_live(deadline)
+                if chunks:
+                    local.extend(chunks)
+                    continue
+                if end is None:
+                    return None
+                if end == OVERFLOWED:
+                    logger.info("reader of stream %r fell behind; reading the rest from the log", self.stream_id)
+                    self._live = None
+                    self._next_read = self._last_seq + 1
+                    self._quiet_since = time.monotonic()
+                    continue
+                assert isinstance(end, StreamStatus)
+                self._finish(end)
+                return None
+            event = self._next_logged(deadline)
+            if event is not None or self.status is not None or self._closed:
+                return event
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+        return None
+
+    def _next_logged(self, deadline: float | None) -> tuple[int, Chunk] | None:
+        """The next chunk read from the log; None when ended, closed, or when ``deadline`` passes."""
+        records = self._records
+        while not self._closed and self.status is None:
+            while records:
+                record = records.popleft()
+                seq = record.seq_num
+                if record.body and not record.headers:  # a text chunk: the common case, kept short
+                    if seq <= self._last_seq:
+                        continue  # up to the cursor: skipped
+                    self._last_seq = seq
+                    return seq, record.body.decode("utf-8", "replace")  # type: ignore[return-value]
+                entry = _wire.parse(record)
+                if entry.kind == "data":
+                    if seq <= self._last_seq:
+                        continue
+                    self._last_seq = seq
+                    return seq, entry.chunk  # type: ignore[return-value]
+                # Everything else is consumed even before the cursor: the terminal record must end the reader.
+                self._last_seq = max(self._last_seq, seq)
+                if entry.kind == "claim":
+                    self._token = entry.token
+                    self._bound = liveness.declared_bound(entry.token or "")
+                elif entry.kind == "error":
+                    self._error_message = entry.message
+                elif entry.kind == "terminal":
+                    state = StreamState(entry.state)
+                    error = self._error_message if state is StreamState.FAILED else None
+                    self._finish(StreamStatus(state, seq + 1, error))
+                    return None
+            if not self._read_more(deadline):
+                return None
+        return None
+
+    def _read_more(self, deadline: float | None) -> bool:
+        """Wait for the next batch from the read session; False when ``deadline`` passes first."""
+        now = time.monotonic()
+        patience = self._patience(now)
+        if patience <= 0:
+            self._judge_silence()
+            return True
+        if deadline is not None:
+            if deadline <= now:
+                return False
+            patience = min(patience, deadline - now)
+        wait = max(1, math.ceil(min(patience, _MAX_WAIT)))
+        if self._session is not None and self._session_wait > wait:
+            self._end_session()  # it would outlast this caller's deadline
+        if self._session is None:
+            self._session = self._log.read_session(self.stream_id, seq_num=self._next_read, clamp=True, wait=wait)
+            self._session_wait = wait
+        try:
+            item = next(self._session)
+        except StopIteration:
+            self._session = None  # no record for `wait` seconds
+            return True
+        except RangeNotSatisfiable:
+            self._session = None
+            return True
+        except BaseException:
+            self._session = None
+            raise
+        if isinstance(item, ReadBatch) and item.records:
+            self._records.extend(item.records)
+            self._next_read = item.records[-1].seq_num + 1
+            self._quiet_since = time.monotonic()
+        return True
+
+    def _patience(self, now: float) -> float:
+        """Seconds left before the producer's silence must be judged."""
+        bound = self._bound if self._bound is not None else self._default_bound
+        return bound - (now - self._quiet_since)
+
+    def _judge_silence(self) -> None:
+        """No record for the producer's silence bound: record the stream abandoned, unless it moved meanwhile.
+
+        A producer that declares no bound (another library's) is never
+        fenced: this reader just ends, reporting the stream abandoned.
+        """
+        log = self._log
+        silent_for = time.monotonic() - self._quiet_since
+        token = self._token = self._token or protocol.claim_token(log, self.stream_id)
+        declared = liveness.declared_bound(token) if token is not None else None
+        self._bound = declared if declared is not None else self._default_bound
+        if silent_for < self._bound:
+            return  # its own bound is longer than this reader's guess
+        if token is not None and liveness.running_here(token):
+            self._quiet_since = time.monotonic()  # its producer runs in this process: alive, only slow
+            return
+        tail = log.check_tail(self.stream_id).seq_num
+        if tail > self._next_read:
+            self._quiet_since = time.monotonic()  # records arrived after all
+            return
+        if token is None or declared is None:
+            logger.warning("stream %r has had no record for %.0f s; its producer does not heartbeat, so it is left "
+                           "writable and this reader ends", self.stream_id, silent_for)
+            self._finish(StreamStatus(StreamState.ABANDONED, tail))
+            return
+        try:
+            ack = protocol.end(log, self.stream_id, token, StreamState.ABANDONED, tail)
+        except SeqNumMismatch:
+            self._quiet_since = time.monotonic()  # it moved after all: keep reading
+            return
+        except FencingTokenMismatch as exc:
+            if _wire.terminal_state(exc.current_token) is not None:
+                # It ended before this reader's position (a cursor beyond the end): that is the outcome.
+                self._finish(protocol.read_status(log, self.stream_id, self._default_bound).status)
+                return
+            self._token, self._bound = exc.current_token, None
+            self._quiet_since = time.monotonic()
+            return
+        except S2Error as exc:
+            logger.warning("could not record stream %r as abandoned: %s", self.stream_id, exc)
+        else:
+            logger.warning("stream %r was abandoned by its producer; recorded it", self.stream_id)
+            tail = ack.end.seq_num
+        self._finish(StreamStatus(StreamState.ABANDONED, tail))
+
+    def _end_session(self) -> None:
+        session, self._session = self._session, None
+        close = getattr(session, "close", None)
+        if close is not None:
+            with contextlib.suppress(ValueError):  # being read by the consuming thread now: it ends with its wait
+                close()
+
+    def _finish(self, status: StreamStatus) -> None:
+        """End this reader with ``status``; raise if the stream did not end well."""
+        self.status = status
+        self._end_session()
+        self._live = None
+        producer = self._producer
+        if producer is not None and producer.error is not None:
+            raise producer.error  # the creator sees the source's own exception
+        if status.state is StreamState.FAILED:
+            raise StreamFailed(self.stream_id, status.error or "unknown error")
+        if status.state is StreamState.ABANDONED:
+            raise StreamAbandoned(self.stream_id)
