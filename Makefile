@@ -42,7 +42,7 @@ $(RUN_VENV)/.installed: pyproject.toml
 
 $(TEST_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(TEST_VENV)
-	$(TEST_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask,django,dev]"
+	$(TEST_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask,django,server,dev]"
 	touch $@
 
 $(DIST_VENV)/.installed:

@@ -1,77 +1,130 @@
-"""MemoryLog's own API beyond the Log interface: stream management and configuration, closing."""
+"""MemoryLog and MemoryStream beyond the Log interface: read sessions and S2's `wait` rules, timestamps, closing."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from resumable_stream import BadRequest, Conflict, MemoryLog, NotFound, Record, Unavailable
-from resumable_stream.memory import merge_stream_config
+from resumable_stream import BadRequest, MemoryLog, NotFound, RangeNotSatisfiable, Record, Unavailable
+from resumable_stream.log import ReadBatch, StreamPosition
+from resumable_stream.memory import MemoryStream
 
 
-def test_config_changes_merge_nested_objects_field_by_field() -> None:
-    base = {"timestamping": {"mode": "arrival", "uncapped": True}, "storage_class": "express"}
-    assert merge_stream_config(base, {"timestamping": {"uncapped": None}}) == {
-        "timestamping": {"mode": "arrival"},
-        "storage_class": "express",
-    }
-    assert merge_stream_config(base, {"timestamping": None, "delete_on_empty": {"min_age_secs": 60}}) == {
-        "storage_class": "express",
-        "delete_on_empty": {"min_age_secs": 60},
-    }
-    assert merge_stream_config(base, {"timestamping": {"mode": None, "uncapped": None}}) == {"storage_class": "express"}
+def kinds(items: Iterator[ReadBatch | StreamPosition]) -> list[str]:
+    return ["batch" if isinstance(item, ReadBatch) else "ping" for item in items]
 
 
-def test_streams_get_their_config_on_top_of_the_basin_defaults() -> None:
-    log = MemoryLog(default_stream_config={"timestamping": {"mode": "arrival"}})
-    log.create_stream("s", {"timestamping": {"uncapped": True}})
-    assert log.stream_info("s").config == {"timestamping": {"mode": "arrival", "uncapped": True}}
-    log.reconfigure_stream("s", {"timestamping": {"uncapped": None}, "storage_class": "standard"})
-    assert log.stream_info("s").config == {"timestamping": {"mode": "arrival"}, "storage_class": "standard"}
-    with pytest.raises(Conflict):
-        log.create_stream("s")
-    with pytest.raises(BadRequest):
-        log.reconfigure_stream("s", {"timestamping": {"mode": "sometimes"}})
+@pytest.fixture
+def log() -> Iterator[MemoryLog]:
+    memory = MemoryLog(heartbeat_interval=0.1)
+    memory.append("s", [Record(b"a"), Record(b"b")])
+    yield memory
+    memory.close()
 
 
-def test_ensure_stream_leaves_an_existing_config_alone_unless_given_one() -> None:
-    log = MemoryLog()
-    log.ensure_stream("s", {"timestamping": {"mode": "client-require"}})
-    log.ensure_stream("s")
-    assert log.stream_info("s").config == {"timestamping": {"mode": "client-require"}}
-    with pytest.raises(BadRequest, match="timestamp was required"):
-        log.append("s", [Record(b"no timestamp")])
-    log.ensure_stream("s", {})  # a config replaces the old one, as S2's PUT does
-    assert log.stream_info("s").config == {}
-    log.append("s", [Record(b"fine")])
+# S2's `wait` in a session bounds the time between records once at the tail; a regression test per case.
 
 
-def test_timestamps_follow_the_stream_config() -> None:
-    log = MemoryLog()
-    log.ensure_stream("prefer")
+def test_a_session_with_wait_0_ends_at_the_tail(log: MemoryLog) -> None:
+    assert kinds(log.read_session("s", seq_num=0, wait=0)) == ["batch"]
+    assert kinds(log.read_session("s", seq_num=2, wait=0)) == []  # at the tail: nothing, no 416 (it may follow)
+
+
+def test_a_bounded_session_without_wait_ends_at_the_tail_and_may_not_start_there(log: MemoryLog) -> None:
+    assert kinds(log.read_session("s", seq_num=0, count=10)) == ["batch"]
+    with pytest.raises(RangeNotSatisfiable):
+        next(log.read_session("s", seq_num=2, count=10))
+
+
+def test_a_session_with_wait_ends_after_that_long_without_records(log: MemoryLog) -> None:
+    started = time.monotonic()
+    got = kinds(log.read_session("s", seq_num=0, wait=1))
+    assert 0.9 < time.monotonic() - started < 3
+    assert got[0] == "batch" and set(got[1:]) == {"ping"} and len(got) >= 3  # heartbeats while idle
+
+
+def test_an_unbounded_session_without_wait_follows_until_closed(log: MemoryLog) -> None:
+    session = log.read_session("s", seq_num=2)
+    assert isinstance(next(session), StreamPosition)  # caught up at once
+    threading.Timer(0.3, lambda: log.append("s", [Record(b"live")])).start()
+    items = [next(session) for _ in range(4)]
+    batches = [item for item in items if isinstance(item, ReadBatch)]
+    assert [r.body for b in batches for r in b.records] == [b"live"]  # heartbeats before it, and it follows on
+    log.close()
+    with pytest.raises(Unavailable):
+        for _ in session:
+            pass
+
+
+def test_a_record_resets_the_wait(log: MemoryLog) -> None:
+    for delay in (0.4, 0.8):
+        threading.Timer(delay, lambda: log.append("s", [Record(b"x")])).start()
+    started = time.monotonic()
+    got = [item for item in log.read_session("s", seq_num=2, wait=1) if isinstance(item, ReadBatch)]
+    assert len(got) == 2 and time.monotonic() - started > 1.5
+
+
+def test_unary_reads_long_poll_only_with_a_wait(log: MemoryLog) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        log.read("s", seq_num=2, wait=0)
+    assert log.read("s", seq_num=2, wait=1).records == ()  # an empty batch once the wait ends
+    assert [r.body for r in log.read("s", seq_num=0, wait=5).records] == [b"a", b"b"]  # before the tail: at once
+
+
+def test_a_session_stops_at_its_byte_limit_even_when_the_next_record_does_not_fit(log: MemoryLog) -> None:
+    assert kinds(log.read_session("s", seq_num=0, bytes=3)) == []
+    assert kinds(log.read_session("s", seq_num=0, bytes=9)) == ["batch"]
+
+
+# -- the rest --------------------------------------------------------------------
+
+
+def test_timestamps_follow_the_stream_mode() -> None:
+    stream = MemoryStream("t")
     future = int(time.time() * 1000) + 3_600_000
-    acks = [log.append("prefer", [Record(b"x", timestamp=t)]) for t in (5, 3, future)]
-    stamps = [ack.start.timestamp for ack in acks]
+    stamps = [stream.append([Record(b"x", timestamp=t)]).start.timestamp for t in (5, 3, future)]
     assert stamps[0] == 5 and stamps[1] == 5  # monotonic
     assert stamps[2] < future  # capped at arrival time
-    log.ensure_stream("uncapped", {"timestamping": {"uncapped": True}})
-    assert log.append("uncapped", [Record(b"x", timestamp=future)]).start.timestamp == future
-    log.ensure_stream("arrival", {"timestamping": {"mode": "arrival"}})
-    assert log.append("arrival", [Record(b"x", timestamp=5)]).start.timestamp > 5
+    stream.timestamping = ("client-prefer", True)
+    assert stream.append([Record(b"x", timestamp=future)]).start.timestamp == future
+    stream.timestamping = ("arrival", False)
+    assert stream.append([Record(b"x", timestamp=5)]).start.timestamp >= future
+    stream.timestamping = ("client-require", False)
+    with pytest.raises(BadRequest, match="timestamp was required"):
+        stream.append([Record(b"no timestamp")])
 
 
-def test_delete_and_list() -> None:
-    log = MemoryLog()
-    for name in ("b/1", "a/1", "a/2", "a/3"):
-        log.ensure_stream(name)
-    infos, more = log.list_streams(prefix="a/", start_after="a/1", limit=1)
-    assert [i.name for i in infos] == ["a/2"] and more
-    log.delete_stream("a/2")
-    assert [i.name for i in log.list_streams(prefix="a/")[0]] == ["a/1", "a/3"]
-    with pytest.raises(NotFound):
-        log.delete_stream("a/2")
+def test_a_persist_hook_that_fails_leaves_the_stream_unchanged() -> None:
+    def refuse(*args: object) -> None:
+        raise OSError("disk full")
+
+    stream = MemoryStream("p", persist=refuse)
+    with pytest.raises(OSError):
+        stream.append([Record.fence("t"), Record(b"x")])
+    assert stream.check_tail() == StreamPosition(0, 0) and stream.fencing_token == ""
+
+
+def test_streams_of_a_log_do_not_share_a_lock() -> None:
+    release = threading.Event()
+
+    def slow(*args: object) -> None:
+        release.wait(10)
+
+    slow_stream = MemoryStream("slow", persist=slow)
+    writer = threading.Thread(target=lambda: slow_stream.append([Record(b"x")]))
+    writer.start()
+    try:
+        log = MemoryLog()
+        for name in ("a", "b"):  # another stream, and the log, go on while that append holds its stream
+            log.append(name, [Record(b"y")])
+        assert log.read("a", seq_num=0).records[0].body == b"y" and len(log) == 2
+    finally:
+        release.set()
+        writer.join(10)
+    assert slow_stream.check_tail().seq_num == 1
 
 
 def test_closing_ends_long_polls_and_refuses_more_work() -> None:
@@ -93,6 +146,18 @@ def test_closing_ends_long_polls_and_refuses_more_work() -> None:
     assert not poller.is_alive() and len(errors) == 1
     with pytest.raises(Unavailable):
         log.append("s", [Record(b"y")])
+    with pytest.raises(Unavailable):
+        log.append("new", [Record(b"y")])
+
+
+def test_streams_are_created_only_as_configured() -> None:
+    log = MemoryLog(create_stream_on_append=False, create_stream_on_read=False)
+    with pytest.raises(NotFound):
+        log.append("s", [Record(b"x")])
+    with pytest.raises(NotFound):
+        log.check_tail("s")
+    log.ensure_stream("s")
+    assert log.append("s", [Record(b"x")]).end.seq_num == 1
 
 
 def test_a_long_fencing_token_is_a_bad_request() -> None:

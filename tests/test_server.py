@@ -13,6 +13,8 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -32,7 +34,7 @@ from referencing.jsonschema import DRAFT202012
 
 from resumable_stream import Record, S2Client
 from resumable_stream.testing import S2Server
-from resumable_stream.testing.server import OPERATIONS
+from resumable_stream.testing.routing import OPERATIONS
 
 SPEC_PATH = Path(__file__).resolve().parent / "s2-spec" / "openapi.json"
 SPEC_URI = "urn:s2-openapi"
@@ -334,6 +336,18 @@ def test_chunked_request_bodies_are_accepted(server: S2Server, client: Client, s
     assert bodies(client.ok_read(stream, seq_num=0)) == ["chunked"]
 
 
+def test_expect_100_continue_is_answered_before_the_body(server: S2Server, stream: str) -> None:
+    body = json.dumps({"records": [{"body": "x" * 2000}]}).encode()
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(
+            f"POST {records_path(stream)} HTTP/1.1\r\nHost: x\r\ns2-basin: {BASIN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 # -- basins ----------------------------------------------------------------
 
 
@@ -360,14 +374,14 @@ def test_basin_lifecycle(server: S2Server, client: Client) -> None:
     config = check(patched, 200, "BasinConfig")
     assert config["create_stream_on_read"] and config["create_stream_on_append"]
     assert config["default_stream_config"] == {"timestamping": {"mode": "arrival"}}
-    log = server.basin_log(name)
-    assert (log.create_stream_on_append, log.create_stream_on_read) == (True, True)
-    assert log.default_stream_config == {"timestamping": {"mode": "arrival"}}
+    with Client(server, name) as in_basin:  # a read now creates a stream, with the basin's default config
+        in_basin.tail("auto")
+        assert check(in_basin.get("/v1/streams/auto"), 200, "StreamConfig")["timestamping"]["mode"] == "arrival"
     patched = client.request(
         "PATCH", f"/v1/basins/{name}", json={"create_stream_on_append": None, "default_stream_config": None}
     )
     assert check(patched, 200, "BasinConfig")["create_stream_on_append"] is False
-    assert server.basin_log(name).default_stream_config == {}
+    assert check(client.get(f"/v1/basins/{name}"), 200, "BasinConfig")["default_stream_config"] is None
 
     ensured = client.request("PUT", f"/v1/basins/{name}", json={"config": {"create_stream_on_append": True}})
     check(ensured, 200, "BasinInfo")
@@ -377,7 +391,7 @@ def test_basin_lifecycle(server: S2Server, client: Client) -> None:
     # PUT sets the whole config: without a body the basin gets the defaults.
     reset = client.request("PUT", f"/v1/basins/{name}")
     assert (reset.status_code, reset.headers["s2-provision-result"]) == (200, "updated")
-    assert server.basin_log(name).create_stream_on_append is False
+    assert check(client.get(f"/v1/basins/{name}"), 200, "BasinConfig")["create_stream_on_append"] is False
 
     check(client.request("DELETE", f"/v1/basins/{name}"), 202)
     error(client.get(f"/v1/basins/{name}"), 404, "basin_not_found")
@@ -747,16 +761,16 @@ def test_appends_need_a_json_content_type(client: Client, stream: str, content_t
     check(ok, 200, "AppendAck")
 
 
-def test_protobuf_is_not_supported(client: Client, stream: str) -> None:
-    error(
-        client.request(
-            "POST", records_path(stream), data=b"\x0a\x00", headers={"Content-Type": "application/protobuf"}
-        ),
-        501,
-        "not_implemented",
-    )
-    protobuf_read = client.get(records_path(stream), params={"seq_num": 0}, headers={"Accept": "application/protobuf"})
-    error(protobuf_read, 501, "not_implemented")
+def test_protobuf_appends_and_reads(client: Client, stream: str) -> None:
+    # AppendInput{records: [{timestamp: 5, body: "x"}]}, in protobuf's wire format.
+    protobuf = {"Content-Type": "application/protobuf"}
+    ack = client.request("POST", records_path(stream), data=b"\x0a\x05\x08\x05\x1a\x01x", headers=protobuf)
+    assert check(ack, 200, "AppendAck")["end"]["seq_num"] == 1  # answered in JSON unless protobuf is accepted
+    read = client.get(records_path(stream), params={"seq_num": 0}, headers={"Accept": "application/x-protobuf"})
+    assert (read.status_code, read.headers["Content-Type"]) == (200, "application/protobuf")
+    assert read.content == b"\x0a\x05\x10\x05\x22\x01x"  # ReadBatch{records: [{seq_num: 0, timestamp: 5, body: "x"}]}
+    bad = client.request("POST", records_path(stream), data=b"\x0a\xff", headers=protobuf)
+    error(bad, 400, "bad_proto")
 
 
 def test_unknown_fields_are_ignored(client: Client, stream: str) -> None:
@@ -1016,6 +1030,15 @@ def test_sse_bounded_session_without_wait_ends_at_the_tail(client: Client, strea
     assert bodies(batches(received)[0]) == ["a", "b"]
     with client.sse(stream, seq_num=2, count=10) as response:  # at the tail, may not follow
         assert check(response, 416, "TailResponse")["tail"]["seq_num"] == 2
+
+
+def test_sse_wait_0_ends_at_the_tail(client: Client, stream: str) -> None:
+    client.ok_append(stream, [{"body": "a"}])
+    with client.sse(stream, seq_num=0, wait=0) as response:
+        assert [e.get("event") for e in collect(response)] == ["batch", None]
+    with client.sse(stream, seq_num=1, wait=0) as response:  # at the tail: no 416, it just ends
+        assert collect(response) == [{"data": "[DONE]"}]
+    check(client.read(stream, seq_num=1, wait=0), 416, "TailResponse")  # a unary read at the tail may not wait
 
 
 def test_sse_wait_ends_an_idle_session(client: Client, stream: str) -> None:
@@ -1429,3 +1452,80 @@ def test_command_line_rejects_a_bad_basin() -> None:
     command = [sys.executable, "-m", "resumable_stream.testing.server", "--basin", "Bad Basin"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "invalid basin name" in done.stderr and done.stdout == ""
+
+
+def _h2_read_session(url: str, path: str) -> tuple[socket.socket, Any]:
+    """Open an S2S read session over HTTP/2 with the h2 library; the socket and the connection."""
+    import h2.config
+    import h2.connection
+
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "local")]
+    headers += [("content-type", "s2s/proto"), ("s2-basin", "resumable-stream-dev")]
+    conn.send_headers(1, headers, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def test_sigterm_ends_long_polls_and_sessions_within_a_second_and_departures_are_quiet() -> None:
+    command = [sys.executable, "-m", "resumable_stream.testing.server", "--verbose", "--heartbeat", "30"]
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            url = _ready_line(proc).split(" ", 1)[1]
+            headers = {"s2-basin": "resumable-stream-dev"}
+            # A long-polling client that leaves before its answer: the server's write fails.
+            leaver = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
+            target = records_path("quiet") + "?seq_num=0&wait=30"
+            request = f"GET {target} HTTP/1.1\r\ns2-basin: {headers['s2-basin']}\r\n\r\n"
+            leaver.sendall(request.encode())
+            time.sleep(0.3)
+            leaver.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset on close
+            leaver.close()
+            with requests.Session() as s:
+                s.post(url + records_path("quiet"), json={"records": [{}]}, headers=headers, timeout=TIMEOUT).close()
+            # Now open what has to end at shutdown: long-polls, an SSE session and an S2S session over HTTP/2.
+            outcomes: list[str] = []
+
+            def long_poll() -> None:
+                with requests.Session() as s:
+                    params = {"seq_num": 0, "wait": 60}
+                    response = s.get(url + records_path("idle"), params=params, headers=headers, timeout=(3, 30))
+                    outcomes.append(str(response.status_code))
+
+            def sse() -> None:
+                with requests.Session() as s, s.get(
+                    url + records_path("idle"),
+                    params={"seq_num": 0},
+                    headers={**headers, "Accept": "text/event-stream"},
+                    stream=True,
+                    timeout=(3, 30),
+                ) as response:
+                    outcomes.append([e.get("event") for e in events(response)][-1] or "done")
+
+            threads = [threading.Thread(target=long_poll) for _ in range(3)] + [threading.Thread(target=sse)]
+            for thread in threads:
+                thread.start()
+            h2_sock, _ = _h2_read_session(url, records_path("idle") + "?seq_num=0")
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            assert time.monotonic() - started < 1.0
+            for thread in threads:
+                thread.join(5)
+            assert sorted(outcomes) == ["503", "503", "503", "error"], outcomes  # answered, not cut off
+            h2_sock.settimeout(5)
+            received = b""
+            while chunk := h2_sock.recv(65536):
+                received += chunk
+            assert b'"unavailable"' in received  # the S2S session ended with a terminal frame
+            h2_sock.close()
+            assert proc.stderr is not None
+            log = proc.stderr.read()
+            assert "Traceback" not in log and "client left before its response was sent" in log, log
+        finally:
+            proc.kill()

@@ -1,8 +1,10 @@
-"""Independent clients against the local S2-compatible server: S2's official TypeScript SDK.
+"""Independent clients against the local S2-compatible server: S2's official TypeScript SDK, on both transports.
 
-``tests/js/sdk_check.mjs`` drives ``@s2-dev/streamstore`` (pinned to 0.27.0,
-fetch transport: unary JSON and SSE read sessions) through basins, streams,
-appends, reads, a live read session and fencing errors. ``tests/js/resumer.mjs``
+``tests/js/sdk_check.mjs`` drives ``@s2-dev/streamstore`` (pinned to 0.27.0)
+through basins, streams, appends, reads, long-polls, read and append sessions,
+fencing errors, odd names, bytes records and injected faults, once on its default transport
+(in Node: S2S over HTTP/2 for sessions, fetch for the rest) and once with
+``forceTransport: "fetch"`` (unary JSON and SSE). ``tests/js/resumer.mjs``
 follows the record protocol of ``@s2-dev/resumable-stream`` to read what this
 library's :class:`S2Client` wrote. Node.js and npm are required: ``make test``
 installs them, and these tests fail (they never skip) without them.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -65,10 +68,27 @@ def run_node(server: S2Server, *args: str, timeout: float = 60) -> subprocess.Co
     return subprocess.run([node(), *args], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_the_official_typescript_sdk_works_against_the_server(server: S2Server) -> None:
-    done = run_node(server, "sdk_check.mjs", "sdk-check-basin")
+TRANSPORTS = ["default", "fetch"]
+
+
+def served_over_http2(caplog: pytest.LogCaptureFixture, content_type: str) -> bool:
+    return any(
+        r.name.endswith("http2") and f"({content_type})" in r.getMessage() and '" 200 ' in r.getMessage()
+        for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_official_typescript_sdk_works_against_the_server(
+    server: S2Server, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    basin = f"sdk-check-{transport}"
+    caplog.set_level(logging.DEBUG, logger="resumable_stream.testing")
+    done = run_node(server, "sdk_check.mjs", basin, transport)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
+    # Sessions went over S2S on HTTP/2 exactly when the SDK chose its default transport.
+    assert served_over_http2(caplog, "s2s/proto") == (transport == "default")
 
     assert (result["ensureBasin"], result["ensureBasinAgain"]) == ("created", "noop")
     assert result["basinConfig"] == {
@@ -79,7 +99,7 @@ def test_the_official_typescript_sdk_works_against_the_server(server: S2Server) 
     }
     assert result["createBasinTwice"]["status"] == 409
     assert result["createBasinTwice"]["code"] == "resource_already_exists"
-    assert result["basinNames"] == ["sdk-check-basin"]
+    assert result["basinNames"] == [basin]
     assert (result["createdStream"], result["ensureStream"], result["ensureStreamAgain"]) == (
         "created",
         "created",
@@ -104,27 +124,38 @@ def test_the_official_typescript_sdk_works_against_the_server(server: S2Server) 
         enumerate(["one", "two", "three", "four", "five", "six"])
     )
 
-    wrong_token = result["wrongToken"]
-    assert wrong_token["name"] == "FencingTokenMismatchError" and wrong_token["isFencingTokenMismatch"]
-    assert (wrong_token["status"], wrong_token["expectedFencingToken"]) == (412, "writer-1")
+    for wrong_token in (result["wrongToken"], result["sessionWrongToken"]):
+        assert wrong_token["name"] == "FencingTokenMismatchError" and wrong_token["isFencingTokenMismatch"]
+        assert (wrong_token["status"], wrong_token["expectedFencingToken"]) == (412, "writer-1")
     wrong_seq = result["wrongSeqNum"]
     assert wrong_seq["name"] == "SeqNumMismatchError" and wrong_seq["isSeqNumMismatch"]
     assert (wrong_seq["status"], wrong_seq["expectedSeqNum"]) == (412, 7)
     assert result["fencedAppend"] == 7
+    assert result["longPoll"] == [{"seqNum": 8, "body": "woken"}]
+    assert result["oddName"] == ["odd"]
+    assert result["binaryRead"] == [{"body": [0, 255, 1], "headers": [[[107], [2, 0]]]}]  # protobuf on fetch
+    assert result["binarySession"] == [[0, 255, 1]]
+
+    assert (result["appendSessionFault"]["status"], result["appendSessionFault"]["code"]) == (503, "unavailable")
+    assert result["afterFault"] == 0  # the faulted append was answered, not handled
+    assert (result["readSessionFault"]["status"], result["readSessionFault"]["code"]) == (500, "other")
 
     assert result["reconfiguredBasin"]["createStreamOnRead"] is False
     assert (result["missingStream"]["status"], result["missingStream"]["code"]) == (404, "stream_not_found")
-    assert server.basin_log("sdk-check-basin").check_tail("sdk").seq_num == 8
+    log = server.basin_log(basin)
+    assert log.check_tail("sdk").seq_num == 9
+    assert [r.body for r in log.read("chat/42 ü%?#", seq_num=0).records] == [b"odd"]
 
 
 def lines(output: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in output.splitlines()]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("terminal", ["end-a1b2c", "error-x9y8z"])
-def test_the_resumer_reads_what_s2client_wrote(server: S2Server, terminal: str) -> None:
+def test_the_resumer_reads_what_s2client_wrote(server: S2Server, terminal: str, transport: str) -> None:
     node()  # before writing anything
-    stream = f"chat/{terminal}"
+    stream = f"chat/{terminal}/{transport}"
     env = server.env()
     with S2Client(
         access_token=env["S2_ACCESS_TOKEN"],
@@ -142,7 +173,7 @@ def test_the_resumer_reads_what_s2client_wrote(server: S2Server, terminal: str) 
         writer = threading.Thread(target=finish)
         writer.start()
         try:
-            done = run_node(server, "resumer.mjs", stream, "15000")
+            done = run_node(server, "resumer.mjs", stream, "15000", transport)
         finally:
             writer.join(10)
     assert done.returncode == 0, done.stderr

@@ -1,20 +1,23 @@
 """A local S2-compatible server, for tests and development.
 
-:class:`S2Server` serves S2's REST API (JSON and SSE, s2-lite style: one
-endpoint, the basin in the ``s2-basin`` header) from in-memory logs on a
-background thread, with faults that can be injected at run time. Clients
-reach it through the usual S2 settings, which :meth:`S2Server.env` returns.
-A pytest fixture::
+:class:`S2Server` serves S2's API (s2-lite style: one endpoint, the basin in
+the ``s2-basin`` header) over HTTP/1.1 and HTTP/2, with JSON, protobuf, SSE
+and S2S bodies, from memory or a data directory, on background threads, with
+faults that can be injected at run time. Clients reach it through the usual
+S2 settings, which :meth:`S2Server.env` returns; :meth:`S2Server.client`
+gives a configured :class:`~resumable_stream.S2Client`.
 
-    @pytest.fixture
-    def s2_server(monkeypatch):
-        with S2Server(heartbeat_interval=0.5) as server:
-            for name, value in server.env().items():
-                monkeypatch.setenv(name, value)  # S2Client() now talks to it
-            yield server
-
+For pytest, ``pytest_plugins = ["resumable_stream.testing.pytest_plugin"]``
+provides an ``s2_server`` fixture (see :mod:`resumable_stream.testing.pytest_plugin`).
 From a shell, ``python -m resumable_stream.testing.server --port 8080``
-serves until interrupted; see :mod:`resumable_stream.testing.server`.
+serves until interrupted.
+
+Modules: ``server`` (:class:`S2Server` and the command line), ``store`` and
+``durable`` (basins and streams, in memory or SQLite), ``operations`` (one
+function per S2 operation), ``sessions`` (SSE and S2S bodies), ``api``
+(requests, responses, routing and faults for every transport), ``http1`` and
+``http2`` (the transports), ``faults``, ``config``, ``jsonshapes``,
+``proto``, ``errors`` and ``routing`` (S2's shapes and rules).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .faults import Fault, Faults
     from .server import S2Server
 
-__all__ = ["S2Server"]
+__all__ = ["Fault", "Faults", "S2Server"]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +38,8 @@ def __getattr__(name: str) -> Any:
         from .server import S2Server
 
         return S2Server
+    if name in ("Fault", "Faults"):
+        from . import faults
+
+        return getattr(faults, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

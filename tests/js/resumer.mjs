@@ -2,14 +2,15 @@
 // stream from the beginning, skip command records (fence, trim), and stop at a terminal fence
 // (a fence whose token starts with `end-` or `error-`).
 //
-// Usage: node resumer.mjs STREAM [TIMEOUT_MS]
+// Usage: node resumer.mjs STREAM [TIMEOUT_MS] [TRANSPORT]
+// TRANSPORT: "default" (the SDK's choice: S2S over HTTP/2 in Node) or "fetch" (SSE). Default: "default".
 // Environment: S2_ACCESS_TOKEN, S2_BASIN, S2_ACCOUNT_ENDPOINT, S2_BASIN_ENDPOINT.
 // Prints one JSON line per non-empty data record, {"body": "..."}, then {"end": "<terminal fence>"}.
 // Exits 3 if no terminal fence arrives within TIMEOUT_MS (default 20000).
 
 import { S2 } from "@s2-dev/streamstore";
 
-const [streamName, timeoutArg] = process.argv.slice(2);
+const [streamName, timeoutArg, transport = "default"] = process.argv.slice(2);
 if (!streamName) {
   console.error("usage: node resumer.mjs STREAM [TIMEOUT_MS]");
   process.exit(2);
@@ -24,7 +25,8 @@ const s2 = new S2({
   accessToken: process.env.S2_ACCESS_TOKEN,
   endpoints: { account: process.env.S2_ACCOUNT_ENDPOINT, basin: process.env.S2_BASIN_ENDPOINT },
 });
-const stream = s2.basin(process.env.S2_BASIN).stream(streamName, { forceTransport: "fetch" });
+const streamOptions = transport === "fetch" ? { forceTransport: "fetch" } : {};
+const stream = s2.basin(process.env.S2_BASIN).stream(streamName, streamOptions);
 
 const isCommand = (record) => record.headers.length === 1 && record.headers[0][0] === "";
 

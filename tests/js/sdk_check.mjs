@@ -1,7 +1,9 @@
 // Drives the official S2 TypeScript SDK (@s2-dev/streamstore) against an S2-compatible server
 // and prints one JSON object describing what it saw; tests/test_ts_sdk.py asserts on it.
 //
-// Usage: node sdk_check.mjs BASIN
+// Usage: node sdk_check.mjs BASIN [TRANSPORT]
+// TRANSPORT: "default" (the SDK's choice: S2S over HTTP/2 for sessions in Node) or "fetch"
+// (forceTransport: "fetch": unary JSON and SSE). Default: "default".
 // Environment: S2_ACCESS_TOKEN, S2_ACCOUNT_ENDPOINT, S2_BASIN_ENDPOINT (s2-lite style: one URL).
 // BASIN must not exist yet; the script creates it through the SDK.
 
@@ -21,11 +23,12 @@ const timer = setTimeout(() => {
   process.exit(3);
 }, TIMEOUT_MS);
 
-const basinName = process.argv[2];
-if (!basinName) {
-  console.error("usage: node sdk_check.mjs BASIN");
+const [basinName, transport = "default"] = process.argv.slice(2);
+if (!basinName || !["default", "fetch"].includes(transport)) {
+  console.error("usage: node sdk_check.mjs BASIN [default|fetch]");
   process.exit(2);
 }
+const streamOptions = transport === "fetch" ? { forceTransport: "fetch" } : {};
 
 const s2 = new S2({
   accessToken: process.env.S2_ACCESS_TOKEN,
@@ -74,7 +77,7 @@ result.ensureStreamAgain = (await basin.streams.ensure({ stream: "sdk" })).resul
 result.streamConfig = await basin.streams.getConfig({ stream: "sdk" });
 result.streamNames = (await basin.streams.list()).streams.map((s) => s.name);
 
-const stream = basin.stream("sdk", { forceTransport: "fetch" });
+const stream = basin.stream("sdk", streamOptions);
 
 // Unary append, then an append session.
 const ack = await stream.append(
@@ -96,7 +99,7 @@ result.read = batch.records.map((r) => ({ seqNum: r.seqNum, body: r.body, header
 result.readBeyondTail = await failure(() => stream.read({ start: { from: { seqNum: 100 } } }));
 
 // A read session that catches up, follows two live appends, and ends at its count limit.
-const writer = basin.stream("sdk", { forceTransport: "fetch" });
+const writer = basin.stream("sdk", streamOptions);
 const readSession = await stream.readSession({
   start: { from: { seqNum: 0 } },
   stop: { limits: { count: 6 }, waitSecs: 10 },
@@ -120,9 +123,73 @@ result.fencedAppend = (
   await stream.append(AppendInput.create([AppendRecord.string({ body: "seven" })], { fencingToken: "writer-1", matchSeqNum: 7 }))
 ).start.seqNum;
 
+// An append session gets the same 412 (over S2S, in a terminal frame).
+const fencedSession = await stream.appendSession();
+result.sessionWrongToken = await failure(async () => {
+  const ticket = await fencedSession.submit(AppendInput.create([AppendRecord.string({ body: "x" })], { fencingToken: "nope" }));
+  await ticket.ack();
+});
+await fencedSession.close().catch(() => {});
+
+// A long-poll at the tail returns as soon as a record lands.
+const pollFrom = (await stream.checkTail()).tail.seqNum;
+const poll = stream.read({ start: { from: { seqNum: pollFrom } }, stop: { waitSecs: 10 } });
+setTimeout(() => writer.append(strings("woken")), 300);
+result.longPoll = (await poll).records.map((r) => ({ seqNum: r.seqNum, body: r.body }));
+
+// Names that need percent-encoding.
+const odd = basin.stream("chat/42 ü%?#", streamOptions);
+await odd.append(strings("odd"));
+const oddSession = await odd.readSession({ start: { from: { seqNum: 0 } }, stop: { limits: { count: 1 } } });
+result.oddName = [];
+for await (const record of oddSession) {
+  result.oddName.push(record.body);
+}
+await odd.close();
+
+// Faults injected through the server's admin route apply to this transport too.
+async function addFault(fault) {
+  const response = await fetch(`${process.env.S2_ACCOUNT_ENDPOINT}/_faults`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(fault),
+  });
+  if (response.status !== 201) throw new Error(`fault refused: ${await response.text()}`);
+}
+const faulty = basin.stream("faulty", streamOptions);
+await addFault({ op: "append", stream: "faulty", status: 503, times: 1 });
+const faultySession = await faulty.appendSession();
+result.appendSessionFault = await failure(async () => {
+  const ticket = await faultySession.submit(strings("lost"));
+  await ticket.ack();
+});
+await faultySession.close().catch(() => {});
+result.afterFault = (await faulty.append(strings("kept"))).start.seqNum;
+await addFault({ op: "read", stream: "faulty", status: 500, message: "injected", times: 1 });
+result.readSessionFault = await failure(async () => {
+  const faultyRead = await faulty.readSession({ start: { from: { seqNum: 0 } }, stop: { limits: { count: 1 } } });
+  for await (const record of faultyRead) {
+    result.readAfterFault = record.body;
+  }
+});
+await faulty.close();
+
+// Bytes records (protobuf bodies on the fetch transport), read back as bytes, unary and in a session.
+const binary = basin.stream("binary", streamOptions);
+const binaryRecord = AppendRecord.bytes({ body: new Uint8Array([0, 255, 1]), headers: [["k", new Uint8Array([2, 0])]] });
+await binary.append(AppendInput.create([binaryRecord]));
+const binaryBatch = await binary.read({ start: { from: { seqNum: 0 } } }, { as: "bytes" });
+result.binaryRead = binaryBatch.records.map((r) => ({ body: Array.from(r.body), headers: r.headers.map(([n, v]) => [Array.from(n), Array.from(v)]) }));
+const binarySession = await binary.readSession({ start: { from: { seqNum: 0 } }, stop: { limits: { count: 1 } } }, { as: "bytes" });
+result.binarySession = [];
+for await (const record of binarySession) {
+  result.binarySession.push(Array.from(record.body));
+}
+await binary.close();
+
 // Reconfigure the basin so reads no longer create streams.
 result.reconfiguredBasin = await s2.basins.reconfigure({ basin: basinName, createStreamOnRead: false });
-result.missingStream = await failure(() => basin.stream("missing", { forceTransport: "fetch" }).checkTail());
+result.missingStream = await failure(() => basin.stream("missing", streamOptions).checkTail());
 
 await stream.close();
 await writer.close();
