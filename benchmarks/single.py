@@ -155,7 +155,8 @@ def measure(scenario: str, kind: str, url: str | None) -> dict[str, Any]:
 
 def ours(scenario: str, kind: str) -> dict[str, Any]:
     def run(url: str | None) -> dict[str, Any]:
-        command = [sys.executable, "-m", "benchmarks.single", scenario, "--worker", kind] + (["--url", url] if url else [])
+        command = [sys.executable, "-m", "benchmarks.single", scenario, "--worker", kind]
+        command += ["--url", url] if url else []
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if done.returncode:
             raise RuntimeError(f"the benchmark worker failed:\n{done.stderr[-3000:]}")
