@@ -194,6 +194,7 @@ class Log(Protocol):
         seq_num: int | None = None,
         wait: int | None = None,
         clamp: bool = False,
+        text: bool = False,
     ) -> Iterator[ReadBatch | StreamPosition]:
         """A streaming read from ``seq_num``: batches as they are written, and heartbeats.
 
@@ -202,6 +203,10 @@ class Log(Protocol):
         seconds) bounds the gap between records: the session ends when no
         record arrives for that long (``0``: at the tail); without ``wait``
         it follows forever. Closing the iterator ends the session.
+
+        ``text=True`` says the records are UTF-8 text: a log may then carry
+        them as text (S2's ``raw`` format, cheaper to decode than base64),
+        and bytes that are not UTF-8 arrive with U+FFFD in their place.
         """
         ...
 

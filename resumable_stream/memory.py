@@ -224,6 +224,7 @@ class MemoryStream:
             token = self._fencing_token
             first = self._first_seq
             sequenced: list[SequencedRecord] = []
+            make = SequencedRecord._make  # the tuple's own constructor: cheaper per record than the named one
             for offset, record in enumerate(records):
                 timestamp = record.timestamp
                 if timestamp is None or mode == "arrival" or (not uncapped and timestamp > arrival):
@@ -232,9 +233,8 @@ class MemoryStream:
                     timestamp = last
                 last = timestamp
                 seq_num = start_seq + offset
-                entry = SequencedRecord(seq_num, timestamp, record.body, record.headers)
-                sequenced.append(entry)
                 headers = record.headers
+                sequenced.append(make((seq_num, timestamp, record.body, headers)))
                 if len(headers) == 1 and headers[0][0] == b"":
                     if headers[0][1] == b"fence":
                         token = record.body.decode()
@@ -578,6 +578,7 @@ class MemoryLog:
         until: int | None = None,
         wait: float | None = None,
         clamp: bool = False,
+        text: bool = False,
     ) -> Generator[ReadBatch | StreamPosition, None, None]:
         """A streaming read, as S2's SSE and S2S sessions serve it.
 
@@ -592,6 +593,7 @@ class MemoryLog:
         ``until`` is given, and to "follow forever" otherwise. The session
         also ends when ``count``/``bytes``/``until`` is reached. Errors found
         before the first record (404, 416, 422) are raised by the first ``next()``.
+        Records are bytes in memory, so ``text`` changes nothing.
         """
         target = self._stream(stream, create=self.create_stream_on_read)
         yield from target.read_session(

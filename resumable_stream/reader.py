@@ -95,6 +95,7 @@ class ResumableStream(Generic[Chunk]):
         self._producer = producer  # the creator's: its chunks come straight from here, and its failures
         self._live = producer  # while it keeps up
         self._session: Iterator[ReadBatch | Any] | None = None
+        self._text = True  # read as text (cheaper) until a chunk of bytes comes
         self._session_wait = 0
         self._token: str | None = None
         self._bound: float | None = None  # the producer's silence bound, once its claim is known
@@ -239,7 +240,8 @@ class ResumableStream(Generic[Chunk]):
         if self._session is not None and self._session_wait > wait:
             self._end_session()  # it would outlast this caller's deadline
         if self._session is None:
-            self._session = self._log.read_session(self.stream_id, seq_num=self._next_read, clamp=True, wait=wait)
+            self._session = self._log.read_session(self.stream_id, seq_num=self._next_read, clamp=True, wait=wait,
+                                                   text=self._text)
             self._session_wait = wait
         try:
             item = next(self._session)
@@ -259,21 +261,39 @@ class ResumableStream(Generic[Chunk]):
 
     def _take(self, records: tuple[SequencedRecord, ...]) -> None:
         """Queue a batch read from the log: its leading run of text chunks straight into the chunks in
-        hand (the bulk of any batch), the rest for :meth:`_next_logged` to go through one by one."""
-        self._next_read = records[-1].seq_num + 1
-        if self._records:
-            self._records.extend(records)
-            return
+        hand (the bulk of any batch), the rest for :meth:`_next_logged` to go through one by one.
+
+        A stream is read as text until a chunk of bytes shows up: from that record on, it is read again
+        as bytes (a text session would have mangled it).
+        """
         run = 0
-        for record in records:
-            if not record.body or record.headers:
+        for record in records:  # tuple indexing: body, headers
+            if not record[2] or record[3]:
                 break
             run += 1
-        last = self._last_seq
-        self._local.extend(
-            (r.seq_num, r.body.decode("utf-8", "replace"), 0) for r in records[:run] if r.seq_num > last
-        )
-        self._records.extend(records[run:])
+        rest = records[run:]
+        if self._text:
+            binary = next((i for i, r in enumerate(rest) if r.headers == _wire.BYTES_HEADER), None)
+            if binary is not None:
+                self._text = False
+                self._end_session()
+                rest = rest[:binary]
+                self._next_read = (records[run + binary].seq_num)
+            else:
+                self._next_read = records[-1].seq_num + 1
+        else:
+            self._next_read = records[-1].seq_num + 1
+        if self._records:  # records before these still wait to be gone through: keep the order
+            self._records.extend(records[:run])
+            self._records.extend(rest)
+            return
+        if run:
+            last = self._last_seq
+            chunks = [(r[0], r[2].decode("utf-8", "replace"), 0) for r in records[:run]]
+            if chunks[0][0] <= last:
+                chunks = [chunk for chunk in chunks if chunk[0] > last]  # up to the cursor: skipped
+            self._local.extend(chunks)
+        self._records.extend(rest)
 
     def _patience(self, now: float) -> float:
         """Seconds left before the producer's silence must be judged."""

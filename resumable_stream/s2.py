@@ -32,11 +32,13 @@ errors that guarantee nothing was written.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
 import uuid
@@ -158,8 +160,15 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
+if sys.version_info >= (3, 11):
+
+    def _unb64(text: str) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=True)  # as strict as b64decode(validate=True), and cheaper
+
+else:
+
+    def _unb64(text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
 
 
 class S2Client:
@@ -323,6 +332,7 @@ class S2Client:
         bytes: int | None = None,
         wait: int | None = None,
         clamp: bool = False,
+        text: bool = False,
     ) -> Iterator[ReadBatch | StreamPosition]:
         """A read session (SSE): batches as they are written, and heartbeats, over one connection.
 
@@ -335,11 +345,12 @@ class S2Client:
         validate_stream_name(stream)
         if wait is not None:
             wait = int(-(-wait // 1))
-        return self._session(stream, seq_num, count, bytes, wait, clamp)
+        return self._session(stream, seq_num, count, bytes, wait, clamp, text)
 
     def _session(self, stream: str, seq_num: int | None, count: int | None, limit_bytes: int | None,
-                 wait: int | None, clamp: bool) -> Iterator[ReadBatch | StreamPosition]:
+                 wait: int | None, clamp: bool, text: bool) -> Iterator[ReadBatch | StreamPosition]:
         url = self._records_url(stream)
+        headers, parse = (_RAW, _read_text_batch) if text else (_BASE64, _read_batch)
         failures = 0
         first_failure = 0.0
         while True:
@@ -349,13 +360,13 @@ class S2Client:
             try:
                 if self._closed.is_set():
                     raise Unavailable("the S2 client is closed")
-                response = self._http.stream(url, params=params, headers=_BASE64)
+                response = self._http.stream(url, params=params, headers=headers)
                 finished = False
                 try:
                     for event, data in sse_events(response, url):
                         failures = 0
                         if event == "batch":
-                            batch = _read_batch(json.loads(data))
+                            batch = parse(json.loads(data))
                             if batch.records:
                                 seq_num = batch.records[-1].seq_num + 1
                                 if count is not None:
@@ -563,6 +574,7 @@ class S2Client:
 
 
 _BASE64 = {"s2-format": "base64"}
+_RAW = {"s2-format": "raw"}
 _SESSION_ERRORS = {"stream_not_found": NotFound, "basin_not_found": NotFound}
 _RETRYABLE_CODES = {"other", "storage", "unavailable", "request_timeout", "upstream_timeout", "hot_server",
                     "server_draining", "rate_limited", "transaction_conflict"}
@@ -635,16 +647,21 @@ def _ack(data: Mapping[str, Any]) -> AppendAck:
     return AppendAck(position(data["start"]), position(data["end"]), position(data["tail"]))
 
 
-def _read_batch(data: Mapping[str, Any]) -> ReadBatch:
-    unb64 = _unb64
-    records = tuple(
-        SequencedRecord(
+def _read_batch(data: Mapping[str, Any], decode: Callable[[str], bytes] = _unb64) -> ReadBatch:
+    """A ``ReadBatch`` from its JSON; ``decode`` turns each encoded string into bytes (base64 by default)."""
+    make = SequencedRecord._make  # a tuple's own constructor: cheaper than the named one, per record
+    records = tuple([
+        make((
             int(item["seq_num"]),
             int(item["timestamp"]),
-            unb64(item["body"]) if "body" in item else b"",
-            tuple((unb64(name), unb64(value)) for name, value in item["headers"]) if "headers" in item else (),
-        )
+            decode(item["body"]) if "body" in item else b"",
+            tuple([(decode(name), decode(value)) for name, value in item["headers"]]) if "headers" in item else (),
+        ))
         for item in data["records"]
-    )
+    ])
     tail = data.get("tail")
     return ReadBatch(records, position(tail) if tail else None)
+
+
+def _read_text_batch(data: Mapping[str, Any]) -> ReadBatch:
+    return _read_batch(data, str.encode)

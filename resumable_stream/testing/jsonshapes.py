@@ -55,15 +55,22 @@ def _encoder(fmt: str) -> Callable[[bytes], str]:
     return lambda data: data.decode("utf-8", "replace")
 
 
+_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept: as dumps(ensure_ascii=False)
+
+
 def record_json(record: SequencedRecord, fmt: str = "raw") -> bytes:
-    """One record as S2's JSON (empty ``headers`` and ``body`` omitted), encoded once: the store caches raw ones."""
+    """One record as S2's JSON (empty ``headers`` and ``body`` omitted), encoded once: the store caches raw ones.
+
+    Written out by hand (every append and every read of a record passes here), the same bytes as ``dumps``.
+    """
     encode = _encoder(fmt)
-    item: dict[str, Any] = {"seq_num": record.seq_num, "timestamp": record.timestamp}
+    text = f'{{"seq_num":{record.seq_num},"timestamp":{record.timestamp}'
     if record.headers:
-        item["headers"] = [[encode(name), encode(value)] for name, value in record.headers]
+        pairs = ",".join(f"[{_string(encode(name))},{_string(encode(value))}]" for name, value in record.headers)
+        text += f',"headers":[{pairs}]'
     if record.body:
-        item["body"] = encode(record.body)
-    return dumps(item)
+        text += f',"body":{_string(encode(record.body))}'
+    return (text + "}").encode("utf-8")
 
 
 def read_batch_json(batch: ReadBatch, fmt: str, cached: Sequence[bytes] | None = None) -> bytes:
@@ -110,23 +117,32 @@ def parse_append(data: Any, fmt: str) -> tuple[list[Record], int | None, str | N
                 f"Failed to deserialize the JSON body: fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes"
             )
     parsed: list[tuple[int | None, list[tuple[str, str]], str]] = []
-    for index, item in enumerate(obj["records"]):
-        record = json_object(item, f"records[{index}]")
-        timestamp = opt_u64(record.get("timestamp"), f"records[{index}].timestamp")
-        raw_headers = record.get("headers", [])
-        if not isinstance(raw_headers, list):
-            raise bad_json(f"Failed to deserialize the JSON body: `records[{index}].headers` must be an array")
+    for index, item in enumerate(obj["records"]):  # every record of every append: the names of what
+        if not isinstance(item, dict):  # is wrong are only formatted when something is
+            json_object(item, f"records[{index}]")
+        timestamp = item.get("timestamp")
+        if timestamp is not None and (type(timestamp) is not int or not 0 <= timestamp <= U64_MAX):
+            opt_u64(timestamp, f"records[{index}].timestamp")
         headers = []
-        for header in raw_headers:
-            if not (isinstance(header, list) and len(header) == 2 and all(isinstance(p, str) for p in header)):
-                raise bad_json(
-                    f"Failed to deserialize the JSON body: each header of `records[{index}]` must be [name, value]"
-                )
-            headers.append((header[0], header[1]))
-        parsed.append((timestamp, headers, json_string(record.get("body", ""), f"records[{index}].body")))
+        raw_headers = item.get("headers", ())
+        if raw_headers != ():
+            if not isinstance(raw_headers, list):
+                raise bad_json(f"Failed to deserialize the JSON body: `records[{index}].headers` must be an array")
+            for header in raw_headers:
+                if not (isinstance(header, list) and len(header) == 2 and all(isinstance(p, str) for p in header)):
+                    raise bad_json(
+                        f"Failed to deserialize the JSON body: each header of `records[{index}]` must be [name, value]"
+                    )
+                headers.append((header[0], header[1]))
+        body = item.get("body", "")
+        if not isinstance(body, str):
+            json_string(body, f"records[{index}].body")
+        parsed.append((timestamp, headers, body))
     decode = _strict_b64decode if fmt == "base64" else _utf8
+    make = Record._make
     records = [
-        Record(decode(body), tuple((decode(name), decode(value)) for name, value in headers), timestamp)
+        make((decode(body), tuple([(decode(name), decode(value)) for name, value in headers]) if headers else (),
+              timestamp))
         for timestamp, headers, body in parsed
     ]
     return records, match_seq_num, fencing_token
