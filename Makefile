@@ -37,7 +37,7 @@ test: $(TEST_VENV)/.installed
 
 $(RUN_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(RUN_VENV)
-	$(RUN_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask]" gunicorn
+	$(RUN_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask]" gunicorn gevent
 	touch $@
 
 $(TEST_VENV)/.installed: pyproject.toml

@@ -117,5 +117,6 @@ RUN_BY: dict[tuple[str, str, int], str] = {
     ("README.md", "The chat examples", 0): "test_readme",
     (_FLASK_CHAT, "Development server (one process)", 0): "test_chat_app",
     (_FLASK_CHAT, "gunicorn, several worker processes", 0): "test_gunicorn",
+    (_FLASK_CHAT, "gunicorn, several worker processes", 1): "test_gunicorn",
     ("examples/ai_sdk_chat/README.md", "Running it", 0): "test_ai_sdk_chat",
 }

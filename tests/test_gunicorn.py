@@ -1,4 +1,4 @@
-"""examples/flask_chat under gunicorn's gthread workers: an answer started by one worker is resumed by another.
+"""examples/flask_chat under gunicorn (gthread and gevent workers): an answer started by one worker, resumed by another.
 
 Gunicorn is started the documented way, ``python -m examples.flask_chat
 --gunicorn --workers 2``, once pointed at the session's local S2 server and
@@ -29,10 +29,10 @@ MAX_ATTEMPTS = 60
 
 
 class Chat(AppProcess):
-    """The chat app under gunicorn, with two gthread workers: the example README's command, on a free port."""
+    """The chat app under gunicorn, with two workers: one of the example README's commands, on a free port."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        readme = block("examples/flask_chat/README.md", "gunicorn, several worker processes")
+    def __init__(self, env: dict[str, str], block_index: int = 0) -> None:
+        readme = block("examples/flask_chat/README.md", "gunicorn, several worker processes", block_index)
         args = command(readme, "python -m examples.flask_chat", port="0", graceful_timeout="3")
         assert args[:3] == ["--gunicorn", "--workers", "2"]
         super().__init__(args, env)
@@ -49,11 +49,11 @@ class Chat(AppProcess):
 
 
 @pytest.fixture
-def start_chat() -> Iterator[Callable[[dict[str, str]], Chat]]:
+def start_chat() -> Iterator[Callable[..., Chat]]:
     started: list[Chat] = []
 
-    def start(settings: dict[str, str]) -> Chat:
-        chat = Chat(app_env(**settings, FAKE_MODEL_TOKENS_PER_SECOND="50"))
+    def start(settings: dict[str, str], block_index: int = 0) -> Chat:
+        chat = Chat(app_env(**settings, FAKE_MODEL_TOKENS_PER_SECOND="50"), block_index)
         started.append(chat)
         return chat
 
@@ -93,14 +93,9 @@ def check_cross_worker_resume(chat: Chat, chat_id: str) -> None:
     assert final_event == "end"
 
 
-def test_an_answer_started_on_one_worker_is_resumed_by_another(
-    s2_server: S2Server, start_chat: Callable[[dict[str, str]], Chat], stream_name: str
-) -> None:
-    chat = start_chat(s2_server.env(BASIN))
-    assert f"log: S2 basin '{BASIN}' at {s2_server.url}" in chat.output()
-    check_cross_worker_resume(chat, stream_name)
-    # A stop, served by whichever worker, ends the answer that a worker is producing.
-    second = f"{chat.url}/api/chat/{stream_name}"
+def check_stop(chat: Chat, chat_id: str) -> None:
+    """A stop, served by whichever worker, ends the answer that a worker is producing."""
+    second = f"{chat.url}/api/chat/{chat_id}"
     with requests.post(second, json={"message": "stop me"}, stream=True, timeout=30) as r:
         events = sse_events(r.iter_content(chunk_size=None))
         head, _, _ = read_answer(events, limit=2)
@@ -111,11 +106,32 @@ def test_an_answer_started_on_one_worker_is_resumed_by_another(
     assert fake_answer("stop me").startswith(head + rest)
     history = requests.get(second, timeout=30).json()
     assert [m["answer"]["state"] for m in history["messages"]] == ["completed", "stopped"]
+
+
+def test_an_answer_started_on_one_worker_is_resumed_by_another(
+    s2_server: S2Server, start_chat: Callable[..., Chat], stream_name: str
+) -> None:
+    chat = start_chat(s2_server.env(BASIN))
+    assert f"log: S2 basin '{BASIN}' at {s2_server.url}" in chat.output()
+    check_cross_worker_resume(chat, stream_name)
+    check_stop(chat, stream_name)
+    assert chat.stop() == 0
+
+
+def test_the_library_works_unchanged_under_gevents_worker(
+    s2_server: S2Server, start_chat: Callable[..., Chat], stream_name: str
+) -> None:
+    # gunicorn's gevent worker monkey-patches threads, locks and sockets: the library's threads become
+    # greenlets, its HTTP goes through gevent's sockets, and it must behave exactly as under threads.
+    chat = start_chat(s2_server.env(BASIN), block_index=1)
+    assert "2 gevent workers" in chat.output() or "2 gevent worker(s)" in chat.output()
+    check_cross_worker_resume(chat, stream_name)
+    check_stop(chat, stream_name)
     assert chat.stop() == 0
 
 
 def test_one_command_runs_several_workers_on_a_local_s2_server_it_starts(
-    start_chat: Callable[[dict[str, str]], Chat], stream_name: str
+    start_chat: Callable[..., Chat], stream_name: str
 ) -> None:
     chat = start_chat({})
     output = chat.output()

@@ -1,8 +1,9 @@
-"""Start the chat: ``python -m examples.flask_chat [--host H] [--port P] [--gunicorn [--workers N] [--threads M]]``.
+"""Start the chat: ``python -m examples.flask_chat [--host H] [--port P] [--gunicorn [--workers N] [--threads M]
+[--worker-class gevent]]``.
 
 Without ``--gunicorn`` it runs on Flask's development server, in one
 process. With ``--gunicorn`` it runs gunicorn's threaded (``gthread``)
-workers. Several processes must share a log: if S2 is configured (``S2_*``
+workers, or gevent's. Several processes must share a log: if S2 is configured (``S2_*``
 variables) they use it; otherwise this command starts the local
 S2-compatible server (``python -m resumable_stream.testing.server``) as a
 child, points the workers at it, and stops it on exit.
@@ -98,10 +99,10 @@ def _end(process: subprocess.Popen[Any], timeout: float) -> None:
 
 
 def run_gunicorn(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Run gunicorn's gthread workers until it exits or this process is asked to stop."""
+    """Run gunicorn's workers until it exits or this process is asked to stop."""
     command = [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gthread", "--workers", str(args.workers), "--threads", str(args.threads),
+        "--worker-class", args.worker_class, "--workers", str(args.workers), "--threads", str(args.threads),
         "--bind", f"{args.host}:{args.port}", "--graceful-timeout", str(args.graceful_timeout),
         "--pythonpath", str(ROOT), *_no_control_socket(), "examples.flask_chat.app:create_app()",
     ]  # fmt: skip
@@ -126,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks one (default: %(default)s)")
     parser.add_argument("--gunicorn", action="store_true", help="run under gunicorn (gthread workers)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
+    parser.add_argument(
+        "--worker-class",
+        choices=["gthread", "gevent"],
+        default="gthread",
+        help="gunicorn's worker: threads, or gevent's greenlets (monkey-patched) (default: %(default)s)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -160,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if shared or args.workers == 1:
             print(
-                f"flask_chat: gunicorn, {args.workers} worker(s) x {args.threads} threads; "
+                f"flask_chat: gunicorn, {args.workers} {args.worker_class} worker(s) x {args.threads} threads; "
                 f"log: {log}; model: {model.description}",
                 flush=True,
             )
@@ -168,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with local_s2_server() as s2_env:
             environ.update(s2_env)
             print(
-                f"flask_chat: gunicorn, {args.workers} workers x {args.threads} threads; S2 is not configured, "
+                f"flask_chat: gunicorn, {args.workers} {args.worker_class} workers x {args.threads} threads; "
+                "S2 is not configured, "
                 f"so the workers share the local S2 server started for them; log: {describe_log(environ)}; "
                 f"model: {model.description}",
                 flush=True,
