@@ -1,22 +1,21 @@
-"""Speed and memory of resumable streams, printed as tables.
+"""Every benchmark, printed as tables: what docs/benchmarks.md records.
 
-    python -m benchmarks.run            # everything (about a minute)
-    python -m benchmarks.run latency    # one section: latency, batching, throughput, memory, concurrency
+    python -m benchmarks.run            # everything (about ten minutes)
+    python -m benchmarks.run batching   # one section: scale, single, batching, memory, server
 
-Every section runs on the in-process log and on the local S2-compatible
-server over HTTP (the same code path as S2 cloud, minus the network). The
-numbers are for comparing changes on one machine, not promises: docs/benchmarks.md
-records a run and the goals they are read against.
+``scale`` and ``single`` are the peer's workloads, run beside Vercel's
+``resumable-stream`` on Redis (``benchmarks/scale.py``, ``benchmarks/single.py``);
+``server`` is the local S2 server's own (``benchmarks/server.py``); ``batching``
+and ``memory`` are here. They run on the in-process log and on the local
+S2-compatible server over HTTP (the same code path as S2 cloud, minus the
+network). The numbers are for comparing, in one run on one machine, not promises.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import statistics
-import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import uuid
@@ -27,32 +26,13 @@ from typing import Any
 from resumable_stream import MemoryLog, ResumableStreamContext, S2Client
 from resumable_stream.log import Log
 
-BASIN = "bench-basin"
-
-
-@contextmanager
-def s2_server() -> Iterator[str]:
-    """A local S2-compatible server in its own process (so it does not share this one's GIL); its URL."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "resumable_stream.testing.server", "--port", "0", "--basin", BASIN],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"the S2 server did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+from .scale import BASIN, s2_server
 
 
 @contextmanager
 def logs() -> Iterator[list[tuple[str, Callable[[], Log]]]]:
     """The two logs: a fresh MemoryLog each time, and clients of one local S2 server."""
-    with s2_server() as url:
+    with s2_server() as (url, _):
 
         def s2() -> Log:
             return S2Client(access_token="bench", basin=BASIN, account_endpoint=url, basin_endpoint=url)
@@ -86,67 +66,23 @@ def paced(n: int, rate: float, stamps: dict[int, float] | None = None) -> Callab
     return source
 
 
-def in_threads(streams: list[Any]) -> list[list[tuple[str, float]]]:
-    """Read each stream on its own thread; every chunk with the time it arrived."""
-    results: list[list[tuple[str, float]]] = [[] for _ in streams]
-
-    def read(stream: Any, out: list[tuple[str, float]]) -> None:
-        for chunk in stream:
-            out.append((chunk, time.perf_counter()))
-
-    threads = [threading.Thread(target=read, args=pair) for pair in zip(streams, results, strict=True)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
-
-
-def latency() -> None:
-    """How long a chunk takes to reach the creator and a resumer, at LLM-like rates."""
-    rows = []
-    with logs() as kinds:
-        for name, make_log in kinds:
-            log = make_log()
-            with ResumableStreamContext(log) as ctx:
-                for rate in (30, 100):
-                    stamps: dict[int, float] = {}
-                    stream_id = uuid.uuid4().hex
-                    live = ctx.create_new_resumable_stream(stream_id, paced(200, rate, stamps))
-                    reader = ctx.resume_existing_stream(stream_id)
-                    assert live is not None and reader is not None
-                    arrivals = in_threads([live, reader])
-                    for label, times in zip(("creator", "resumer"), arrivals, strict=True):
-                        values = sorted(at - stamps[int(chunk[1:-1])] for chunk, at in times)
-                        rows.append([name, rate, label, ms(statistics.median(values)),
-                                     ms(values[int(len(values) * 0.95)]), ms(values[-1])])
-            log.close()
-    table("Chunk latency: source yield -> reader (ms), 200 tokens", ["log", "tokens/s", "reader", "p50", "p95", "max"],
-          rows)
-
-
 def batching() -> None:
-    """Appends per stream: adaptive batching under a steady flow."""
+    """Appends per stream at default settings: one per chunk while the log keeps up, larger batches beyond."""
     rows = []
     with logs() as kinds:
         for name, make_log in kinds:
             base = make_log()
             for linger in (0.0, 0.05):
-                for rate in (30, 300, 0):
+                for rate in (20, 100, 1000, 0):
                     counted = _CountingLog(base)
                     with ResumableStreamContext(counted, linger=linger) as ctx:
-                        live = ctx.create_new_resumable_stream(uuid.uuid4().hex, paced(300, rate))
+                        live = ctx.create_new_resumable_stream(uuid.uuid4().hex, paced(300 if rate else 20_000, rate))
                         assert live is not None
-                        for _ in live:
-                            pass
-                    rows.append([name, f"{linger * 1000:.0f}", rate or "max", 300, counted.appends,
-                                 f"{302 / counted.appends:.1f}"])
+                        count = sum(1 for _ in live)
+                    rows.append([name, f"{linger * 1000:.0f}", rate or "max", count, counted.appends,
+                                 f"{(count + 2) / counted.appends:.1f}"])
             base.close()
-    table("Batching: appends for 300 tokens (claim and end included)",
+    table("Batching: appends for one stream (claim and end included)",
           ["log", "linger ms", "tokens/s", "tokens", "appends", "records/append"], rows)
 
 
@@ -166,32 +102,6 @@ class _CountingLog:
         return getattr(self.inner, name)
 
 
-def throughput() -> None:
-    """Chunks per second through the engine when the source never waits."""
-    rows = []
-    with logs() as kinds:
-        for name, make_log in kinds:
-            log = make_log()
-            with ResumableStreamContext(log, batch_size=1000) as ctx:
-                n = 20_000
-                stream_id = uuid.uuid4().hex
-                start = time.perf_counter()
-                live = ctx.create_new_resumable_stream(stream_id, paced(n, 0))
-                assert live is not None
-                for _ in live:
-                    pass
-                live_time = time.perf_counter() - start
-                start = time.perf_counter()
-                reader = ctx.resume_existing_stream(stream_id, after=0)
-                assert reader is not None
-                count = sum(1 for _ in reader)
-                replay_time = time.perf_counter() - start
-                assert count == n
-                rows.append([name, n, f"{n / live_time:,.0f}", f"{n / replay_time:,.0f}"])
-            log.close()
-    table("Throughput (chunks/s)", ["log", "chunks", "create (written)", "replay"], rows)
-
-
 def memory() -> None:
     """Memory held by the engine for a creator that stops reading while its source runs on.
 
@@ -200,7 +110,7 @@ def memory() -> None:
     that is effectively unbounded.
     """
     rows = []
-    with s2_server() as url:
+    with s2_server() as (url, _):
         for limit in (64 * 1024, 4 * 1024 * 1024, 2**40):
             log = S2Client(access_token="bench", basin=BASIN, account_endpoint=url, basin_endpoint=url)
             with ResumableStreamContext(log, live_buffer_bytes=limit) as ctx:
@@ -224,28 +134,16 @@ def memory() -> None:
           ["live buffer", "source", "peak", "chunks read after the stall"], rows)
 
 
-def concurrency() -> None:
-    """Many streams at once in one process."""
-    rows = []
-    with logs() as kinds:
-        for name, make_log in kinds:
-            log = make_log()
-            for streams in (10, 100):
-                with ResumableStreamContext(log) as ctx:
-                    start = time.perf_counter()
-                    lives = [ctx.create_new_resumable_stream(uuid.uuid4().hex, paced(100, 50)) for _ in range(streams)]
-                    threads_during = threading.active_count()
-                    counts = [len(chunks) for chunks in in_threads(lives)]
-                    elapsed = time.perf_counter() - start
-                    assert counts == [100] * streams
-                    rows.append([name, streams, f"{elapsed:.2f}", threads_during])
-            log.close()
-    table("Concurrent streams (100 tokens each at 50 tokens/s: 2 s of source)",
-          ["log", "streams", "wall s", "threads while running"], rows)
+def _module(name: str) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+
+    run.__doc__ = f"``python -m benchmarks.{name}``, in a process of its own."
+    return run
 
 
-SECTIONS = {"latency": latency, "batching": batching, "throughput": throughput, "memory": memory,
-            "concurrency": concurrency}
+SECTIONS = {"scale": _module("scale"), "single": _module("single"), "batching": batching, "memory": memory,
+            "server": _module("server")}
 
 
 def main() -> None:

@@ -129,7 +129,7 @@ def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
     )
 
 
-def measure(kind: str, n: int, url: str | None, waves: int) -> dict[str, Any]:
+def measure(kind: str, n: int, url: str | None, waves: int, tokens: int = TOKENS, rate: float = RATE) -> dict[str, Any]:
     """Run the workload ``waves`` times in this process; the figures of each wave."""
     from resumable_stream import ResumableStreamContext, context
 
@@ -138,13 +138,13 @@ def measure(kind: str, n: int, url: str | None, waves: int) -> dict[str, Any]:
     counters = _Counters()
     if kind == "bare":
         bare = _Bare()
-        return {"waves": [_wave(bare, bare, n, counters) for _ in range(waves)]}
+        return {"waves": [_wave(bare, bare, n, counters, tokens, rate) for _ in range(waves)]}
     producer_log, resumer_log = _make_logs(kind, url)
     producer = ResumableStreamContext(producer_log)
     resumer = ResumableStreamContext(resumer_log)
     results = []
     for _ in range(waves):
-        results.append(_wave(producer, resumer, n, counters))
+        results.append(_wave(producer, resumer, n, counters, tokens, rate))
     producer.close()
     resumer.close()
     for log in {id(producer_log): producer_log, id(resumer_log): resumer_log}.values():
@@ -152,7 +152,7 @@ def measure(kind: str, n: int, url: str | None, waves: int) -> dict[str, Any]:
     return {"waves": results, "threads_after_close": threading.active_count()}
 
 
-def _wave(producer: Any, resumer: Any, n: int, counters: _Counters) -> dict[str, Any]:
+def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int, rate: float) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     lives: list[Receiver] = []
     resumers: list[Receiver] = []
@@ -173,7 +173,7 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters) -> dict[str,
     def live_thread(j: int, start: float, sent: list[float], receiver: Receiver) -> None:
         time.sleep(max(0.0, start - time.perf_counter()))
         try:
-            stream = producer.create_new_resumable_stream(f"scale-{run}-{j}", paced_source(TOKENS, RATE, sent))
+            stream = producer.create_new_resumable_stream(f"scale-{run}-{j}", paced_source(tokens, rate, sent))
         finally:
             created[j].set()
         if stream is None:
@@ -202,16 +202,16 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters) -> dict[str,
     t0 = time.perf_counter() + 0.2
     threads = []
     for j in range(n):
-        sent = [0.0] * TOKENS
-        lives.append(Receiver(TOKENS, sent))
-        resumers.append(Receiver(TOKENS, sent))
+        sent = [0.0] * tokens
+        lives.append(Receiver(tokens, sent))
+        resumers.append(Receiver(tokens, sent))
         joins.append(0.0)
         start = t0 + j * RAMP / n
         threads.append(threading.Thread(target=live_thread, args=(j, start, sent, lives[j]), daemon=True))
         threads.append(threading.Thread(target=resumer_thread, args=(j, start, resumers[j]), daemon=True))
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + TOKENS / RATE + RAMP + 180
+    deadline = time.monotonic() + tokens / rate + RAMP + 180
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     wall = time.perf_counter() - t0
@@ -230,7 +230,7 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters) -> dict[str,
     return {
         "streams": n,
         "wall_s": wall,
-        "nominal_s": (TOKENS - 1) / RATE + RAMP * (n - 1) / n,
+        "nominal_s": (tokens - 1) / rate + RAMP * (n - 1) / n,
         "live_complete": sum(r.complete for r in lives),
         "resumers_complete": sum(r.complete for r in resumers),
         "resumers_missing": len(missing),
@@ -275,11 +275,15 @@ def s2_server() -> Iterator[tuple[str, int]]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
 
 
-def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False) -> dict[str, Any]:
+def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int = TOKENS,
+         rate: float = RATE) -> dict[str, Any]:
     """One measurement of ours in a fresh process (with a fresh local server for ``http``)."""
-    command = [sys.executable, "-m", "benchmarks.scale", "--worker", kind, "--streams", str(n), "--waves", str(waves)]
+    command = [sys.executable, "-m", "benchmarks.scale", "--worker", kind, "--streams", str(n), "--waves", str(waves),
+               "--tokens", str(tokens), "--rate", str(rate)]
     if gevent:
         command.append("--gevent")
 
@@ -375,6 +379,8 @@ def main() -> None:
     parser.add_argument("--logs", default="bare,memory,http",
                         help="bare (the workload without the library), memory, http (default: %(default)s)")
     parser.add_argument("--waves", type=int, default=1, help="run the workload this many times per process")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per stream (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=RATE, help="tokens per second (default: %(default)s)")
     parser.add_argument("--no-peer", action="store_true", help="do not run the peer")
     parser.add_argument("--gevent", action="store_true", help="monkey-patch with gevent first (needs gevent)")
     parser.add_argument("--json-out", help="also write every result to this file")
@@ -386,7 +392,7 @@ def main() -> None:
             from gevent import monkey
 
             monkey.patch_all()
-        print(json.dumps(measure(args.worker, int(args.streams), args.url, args.waves)))
+        print(json.dumps(measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate)))
         return
     kinds = [k for k in args.logs.split(",") if k]
     everything: dict[str, Any] = {}
@@ -398,7 +404,8 @@ def main() -> None:
                 peer_result = peer.run(f"concurrency-{n}")
             else:
                 print(f"(peer skipped: {reason})")
-        results = {kind: ours(kind, n, waves=args.waves, gevent=args.gevent) for kind in kinds}
+        results = {kind: ours(kind, n, waves=args.waves, gevent=args.gevent, tokens=args.tokens, rate=args.rate)
+                   for kind in kinds}
         table(n, peer_result, results)
         everything[str(n)] = {"peer": peer_result, **results}
     if args.json_out:
