@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import subprocess
 import sys
 import time
 import tracemalloc
