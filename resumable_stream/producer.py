@@ -174,12 +174,9 @@ class Producer:
         self._terminal_seq = 0  # sequence number of the first terminal record, once queued
         self._message: str | None = None
         self._outcome: StreamStatus | None = None
-        self._cut = math.inf  # chunks at or after this sequence number never reach the creator
-
-    @property
-    def cut(self) -> float:
-        """Chunks at or after this sequence number are not on the log and must not be handed to the creator."""
-        return self._cut
+        #: Chunks at or after this sequence number are not on the log and must not be handed to the creator.
+        #: (A plain attribute: the creator's reader looks at it for every chunk.)
+        self.cut = math.inf
 
     def start(self) -> None:
         """Start the source thread, once the claim has landed."""
@@ -241,6 +238,7 @@ class Producer:
         headers = _wire.BYTES_HEADER if is_bytes else ()
         extra = 8 + (sum(2 + len(n) + len(v) for n, v in headers) if is_bytes else 0)
         pieces = split_chunk(chunk)
+        record = Record._make  # the tuple's own constructor: cheaper than the named one, for every chunk
         with self._cond:
             while self._pending_bytes > _MAX_PENDING_BYTES and self._finishing is None:
                 self._waiting_source = True  # the log is slower than the source: let the writer catch up
@@ -255,7 +253,7 @@ class Producer:
             for piece, body in pieces:  # the hot path of every chunk: _queue, inlined
                 seq = self._next_seq
                 self._next_seq = seq + 1
-                pending.append(Record(body, headers))
+                pending.append(record((body, headers, None)))
                 self._pending_bytes += extra + len(body)
                 if live is not None:
                     live.append((seq, piece, len(body)))
@@ -456,7 +454,7 @@ class Producer:
     def _end(self, outcome: StreamStatus, cut: float) -> None:
         """Settle the outcome; call with the condition held. Chunks at or after ``cut`` never reach the creator."""
         self._outcome = outcome
-        self._cut = cut
+        self.cut = cut
         self._pending.clear()
         self._pending_bytes = 0
         self._in_flight = False
