@@ -41,7 +41,7 @@ from .exceptions import (
 )
 from .log import StreamPosition
 
-__all__ = ["Failure", "Secret", "Transport", "classify", "sse_events"]
+__all__ = ["Failure", "Secret", "Transport", "classify", "classify_event", "position", "sse_events"]
 
 # Codes of 5xx answers that guarantee that nothing was written.
 _NO_SIDE_EFFECTS = {"hot_server", "server_draining"}
@@ -241,6 +241,25 @@ def sse_events(response: urllib3.BaseHTTPResponse, url: str) -> Iterator[tuple[s
         failure = Failure(Unavailable(f"GET {_path(url)}: the read session ended early"), retryable=True,
                           ambiguous=False)
     raise failure
+
+
+_SESSION_ERRORS = {"stream_not_found": NotFound, "basin_not_found": NotFound}
+_RETRYABLE_CODES = {"other", "storage", "unavailable", "request_timeout", "upstream_timeout", "hot_server",
+                    "server_draining", "rate_limited", "transaction_conflict"}
+
+
+def classify_event(url: str, data: str) -> Exception:
+    """The exception for an ``error`` event of a read session: retryable if its code is."""
+    try:
+        body = json.loads(data)
+        code, detail = str(body.get("code")), str(body.get("message"))
+    except (ValueError, AttributeError):
+        code, detail = "unknown", data[:200]
+    message = f"GET {urlsplit(url).path}: read session error {code}: {detail}"
+    if code in _RETRYABLE_CODES:
+        return Failure(Unavailable(message, code=code), retryable=True, ambiguous=False)
+    return _SESSION_ERRORS.get(code, S2Error)(message, code=code)
+
 
 
 def _transport_failure(method: str, url: str, exc: BaseException, *, reading: bool = False) -> Failure:

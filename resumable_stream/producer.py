@@ -27,17 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _wire, liveness
+from .chunks import describe_failure, split_chunk
 from .exceptions import FencingTokenMismatch, StreamAbandoned, StreamFailed
 from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, AppendAck, Log, Record
 from .protocol import StreamState, StreamStatus, read_status
 
-__all__ = ["Batch", "Producer", "WritePolicy", "describe_failure"]
+__all__ = ["Batch", "Producer", "WritePolicy"]
 
 logger = logging.getLogger(__name__)
 
-# Largest data record body. A full record with its headers and the stream's terminal fence (at most
-# 8 + 2 + 5 + 36 bytes) must still fit the 1 MiB of one read, which stream_status relies on.
-MAX_CHUNK_BYTES = MAX_BATCH_BYTES - 128
 # Longest pause between two appends of one stream that the duty-cycle rule below may impose.
 _MAX_SPACING = 0.25
 # Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
@@ -73,53 +71,6 @@ class Batch:
     first_seq: int
     records: list[Record]
     ends: bool
-
-
-def valid_text(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD (and surrogate pairs joined), so it encodes as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-def describe_failure(exc: BaseException) -> str:
-    """The message recorded for a source that raised ``exc``: ``"ValueError: boom"``.
-
-    It is valid Unicode and no longer than the log keeps, so the creator and every reader see the same.
-    """
-    text = str(exc)
-    return _wire.recordable_message(valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__))
-
-
-def split_chunk(value: str | bytes) -> list[tuple[str | bytes, bytes]]:
-    """Split a chunk into pieces whose bodies fit a record: ``(piece, encoded piece)`` pairs.
-
-    Text that is not valid Unicode (lone surrogates) gets U+FFFD in their place, for the creator and
-    every reader alike.
-    """
-    if isinstance(value, bytes):
-        if len(value) <= MAX_CHUNK_BYTES:
-            return [(value, value)]
-        slices = (value[i : i + MAX_CHUNK_BYTES] for i in range(0, len(value), MAX_CHUNK_BYTES))
-        return [(piece, piece) for piece in slices]
-    try:
-        data = value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = valid_text(value)
-        data = value.encode("utf-8")
-    if len(data) <= MAX_CHUNK_BYTES:
-        return [(value, data)]
-    pieces: list[tuple[str | bytes, bytes]] = []
-    start = 0
-    while start < len(data):
-        end = min(start + MAX_CHUNK_BYTES, len(data))
-        while end < len(data) and data[end] & 0xC0 == 0x80:  # do not cut a character in two
-            end -= 1
-        pieces.append((data[start:end].decode("utf-8"), data[start:end]))
-        start = end
-    return pieces
 
 
 class Producer:

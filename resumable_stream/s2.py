@@ -31,14 +31,11 @@ errors that guarantee nothing was written.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
 import random
 import re
-import sys
 import threading
 import time
 import uuid
@@ -50,13 +47,12 @@ from urllib.parse import quote, urlsplit
 import tenacity
 
 from ._fork import reset_after_fork
-from ._http import Failure, Secret, Transport, position, sse_events
+from ._http import Failure, Secret, Transport, classify_event, position, sse_events
+from ._records_json import BASE64, RAW, ack, append_payload, read_batch, read_params, read_text_batch, tail_of
 from .exceptions import (
     AppendConditionFailed,
     ConfigurationError,
     Conflict,
-    NotFound,
-    S2Error,
     Unavailable,
 )
 from .log import (
@@ -65,7 +61,6 @@ from .log import (
     AppendAck,
     ReadBatch,
     Record,
-    SequencedRecord,
     StreamPosition,
     append_in_batches,
     validate_stream_name,
@@ -81,8 +76,6 @@ DEFAULT_ACCOUNT_ENDPOINT = "https://a.s2.dev"
 DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.s2.dev"
 _BASIN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{6,46})[a-z0-9]$")
 # Codes of 5xx answers that guarantee that nothing was written.
-_NO_SIDE_EFFECTS = {"hot_server", "server_draining"}
-_RETRYABLE_STATUS = {408, 500, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -154,21 +147,6 @@ def _token(value: str | None) -> Secret:
             "must be printable ASCII without spaces (is there a trailing newline, or a stray character?)",
         )
     return token
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-if sys.version_info >= (3, 11):
-
-    def _unb64(text: str) -> bytes:
-        return binascii.a2b_base64(text, strict_mode=True)  # as strict as b64decode(validate=True), and cheaper
-
-else:
-
-    def _unb64(text: str) -> bytes:
-        return base64.b64decode(text, validate=True)
 
 
 class S2Client:
@@ -310,7 +288,7 @@ class S2Client:
         it returns as soon as records arrive, or an empty batch.
         """
         validate_stream_name(stream)
-        params = _read_params(seq_num=seq_num, timestamp=timestamp, tail_offset=tail_offset, count=count,
+        params = read_params(seq_num=seq_num, timestamp=timestamp, tail_offset=tail_offset, count=count,
                               bytes=bytes, until=until, clamp=clamp)
         wait_s = 0
         if wait:
@@ -319,7 +297,7 @@ class S2Client:
         url = self._records_url(stream)
 
         def attempt() -> ReadBatch:
-            return _read_batch(self._http.request("GET", url, params=params, headers=_BASE64, wait=wait_s))
+            return read_batch(self._http.request("GET", url, params=params, headers=BASE64, wait=wait_s))
 
         return self._with_retries(attempt, f"read {stream!r}", idempotent=True, waits=wait_s)
 
@@ -350,11 +328,11 @@ class S2Client:
     def _session(self, stream: str, seq_num: int | None, count: int | None, limit_bytes: int | None,
                  wait: int | None, clamp: bool, text: bool) -> Iterator[ReadBatch | StreamPosition]:
         url = self._records_url(stream)
-        headers, parse = (_RAW, _read_text_batch) if text else (_BASE64, _read_batch)
+        headers, parse = (RAW, read_text_batch) if text else (BASE64, read_batch)
         failures = 0
         first_failure = 0.0
         while True:
-            params = _read_params(seq_num=seq_num, count=count, bytes=limit_bytes, clamp=clamp)
+            params = read_params(seq_num=seq_num, count=count, bytes=limit_bytes, clamp=clamp)
             if wait is not None:
                 params["wait"] = wait
             try:
@@ -379,7 +357,7 @@ class S2Client:
                             if tail:
                                 yield position(tail)
                         elif event == "error":
-                            raise _session_error(url, data)
+                            raise classify_event(url, data)
                     finished = True
                     return
                 finally:
@@ -408,7 +386,7 @@ class S2Client:
         """The stream's next sequence number and the timestamp of its last record."""
         validate_stream_name(stream)
         url = self._records_url(stream) + "/tail"
-        return self._with_retries(lambda: _tail(self._http.request("GET", url)), f"check tail of {stream!r}",
+        return self._with_retries(lambda: tail_of(self._http.request("GET", url)), f"check tail of {stream!r}",
                                   idempotent=True)
 
     def ensure_stream(self, stream: str, config: Mapping[str, Any] | None = None) -> None:
@@ -456,7 +434,7 @@ class S2Client:
 
     def _append_batch(self, stream: str, batch: Sequence[Record], match_seq_num: int | None,
                       fencing_token: str | None, deadline: float | None) -> AppendAck:
-        body, fmt = _append_payload(batch, match_seq_num, fencing_token)
+        body, fmt = append_payload(batch, match_seq_num, fencing_token)
         headers = {"s2-format": fmt}
         url = self._records_url(stream)
         outcome_unknown = False
@@ -468,7 +446,7 @@ class S2Client:
                 if landed is not None:
                     return landed
             try:
-                return _ack(self._http.request("POST", url, body=body, headers=headers, deadline=deadline))
+                return ack(self._http.request("POST", url, body=body, headers=headers, deadline=deadline))
             except Failure as failure:
                 outcome_unknown = outcome_unknown or failure.ambiguous
                 raise
@@ -490,13 +468,13 @@ class S2Client:
         ``None`` when it is not there: then sending it again is safe, and if
         someone else wrote meanwhile, the service says so with a 412.
         """
-        tail = _tail(self._http.request("GET", self._records_url(stream) + "/tail"))
+        tail = tail_of(self._http.request("GET", self._records_url(stream) + "/tail"))
         end = match_seq_num + len(batch)
         if tail.seq_num < end:
             return None
         params = {"seq_num": match_seq_num, "count": len(batch)}
-        found = _read_batch(self._http.request("GET", self._records_url(stream), params=params,
-                                               headers=_BASE64)).records
+        found = read_batch(self._http.request("GET", self._records_url(stream), params=params,
+                                               headers=BASE64)).records
         ours = len(found) == len(batch) and all(
             r.seq_num == match_seq_num + i and r.body == b.body and r.headers == b.headers
             for i, (r, b) in enumerate(zip(found, batch, strict=True))
@@ -573,95 +551,3 @@ class S2Client:
         raise error
 
 
-_BASE64 = {"s2-format": "base64"}
-_RAW = {"s2-format": "raw"}
-_SESSION_ERRORS = {"stream_not_found": NotFound, "basin_not_found": NotFound}
-_RETRYABLE_CODES = {"other", "storage", "unavailable", "request_timeout", "upstream_timeout", "hot_server",
-                    "server_draining", "rate_limited", "transaction_conflict"}
-
-
-def _session_error(url: str, data: str) -> Exception:
-    """The exception for an ``error`` event of a read session."""
-    try:
-        body = json.loads(data)
-        code, detail = str(body.get("code")), str(body.get("message"))
-    except (ValueError, AttributeError):
-        code, detail = "unknown", data[:200]
-    message = f"GET {urlsplit(url).path}: read session error {code}: {detail}"
-    if code in _RETRYABLE_CODES:
-        return Failure(Unavailable(message, code=code), retryable=True, ambiguous=False)
-    return _SESSION_ERRORS.get(code, S2Error)(message, code=code)
-
-
-def _read_params(**values: int | bool | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for name, value in values.items():
-        if value is True:
-            params[name] = "true"
-        elif value is not None and value is not False:
-            params[name] = int(value)
-    return params
-
-
-def _append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None) -> tuple[bytes, str]:
-    """The JSON body of an append and its ``s2-format``: whichever of ``raw`` and ``base64`` is smaller.
-
-    ``raw`` is the common case (UTF-8 text), but JSON escapes control characters six bytes apiece, so a
-    text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
-    are not UTF-8 always do.
-    """
-
-    def encoded(encode: Callable[[bytes], str]) -> bytes:
-        records = []
-        for record in batch:
-            item: dict[str, Any] = {"body": encode(record.body)}
-            if record.headers:
-                item["headers"] = [[encode(name), encode(value)] for name, value in record.headers]
-            if record.timestamp is not None:
-                item["timestamp"] = record.timestamp
-            records.append(item)
-        body: dict[str, Any] = {"records": records}
-        if match_seq_num is not None:
-            body["match_seq_num"] = match_seq_num
-        if fencing_token is not None:
-            body["fencing_token"] = fencing_token
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-    try:
-        raw = encoded(lambda b: b.decode("utf-8"))
-    except UnicodeDecodeError:
-        return encoded(_b64), "base64"
-    payload = sum(len(r.body) + sum(len(n) + len(v) for n, v in r.headers) for r in batch)
-    if len(raw) - payload > payload // 3 + 64 * len(batch) + 64:  # escaping may have outgrown base64
-        base64 = encoded(_b64)
-        if len(base64) < len(raw):
-            return base64, "base64"
-    return raw, "raw"
-
-
-def _tail(data: Mapping[str, Any]) -> StreamPosition:
-    return position(data["tail"])
-
-
-def _ack(data: Mapping[str, Any]) -> AppendAck:
-    return AppendAck(position(data["start"]), position(data["end"]), position(data["tail"]))
-
-
-def _read_batch(data: Mapping[str, Any], decode: Callable[[str], bytes] = _unb64) -> ReadBatch:
-    """A ``ReadBatch`` from its JSON; ``decode`` turns each encoded string into bytes (base64 by default)."""
-    make = SequencedRecord._make  # a tuple's own constructor: cheaper than the named one, per record
-    records = tuple([
-        make((
-            int(item["seq_num"]),
-            int(item["timestamp"]),
-            decode(item["body"]) if "body" in item else b"",
-            tuple([(decode(name), decode(value)) for name, value in item["headers"]]) if "headers" in item else (),
-        ))
-        for item in data["records"]
-    ])
-    tail = data.get("tail")
-    return ReadBatch(records, position(tail) if tail else None)
-
-
-def _read_text_batch(data: Mapping[str, Any]) -> ReadBatch:
-    return _read_batch(data, str.encode)

@@ -49,8 +49,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .chunks import describe_failure
 from .exceptions import StreamError, StreamFailed
-from .producer import describe_failure
 from .protocol import StreamState
 from .reader import ResumableStream, parse_cursor
 

@@ -24,8 +24,8 @@ from resumable_stream import (
     StreamState,
     Unavailable,
 )
+from resumable_stream.chunks import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
-from resumable_stream.producer import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 
 from .support import Gate, run_to_end
 

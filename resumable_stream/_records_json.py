@@ -1,0 +1,112 @@
+"""S2's JSON shapes of records, for the client: append bodies, read batches, acks, query parameters.
+
+An append goes as ``raw`` JSON (UTF-8 text as JSON strings) unless escaping would make it larger than
+``base64``, or its bytes are not UTF-8; reads come back in the format asked for (``s2-format``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._http import position
+from .log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition
+
+__all__ = ["BASE64", "RAW", "ack", "append_payload", "read_batch", "read_params", "read_text_batch", "tail_of"]
+
+#: Request headers that ask for bodies as base64, or as text.
+BASE64 = {"s2-format": "base64"}
+RAW = {"s2-format": "raw"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+if sys.version_info >= (3, 11):
+
+    def _unb64(text: str) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=True)  # as strict as b64decode(validate=True), and cheaper
+
+else:
+
+    def _unb64(text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
+
+
+def read_params(**values: int | bool | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is True:
+            params[name] = "true"
+        elif value is not None and value is not False:
+            params[name] = int(value)
+    return params
+
+
+def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_token: str | None) -> tuple[bytes, str]:
+    """The JSON body of an append and its ``s2-format``: whichever of ``raw`` and ``base64`` is smaller.
+
+    ``raw`` is the common case (UTF-8 text), but JSON escapes control characters six bytes apiece, so a
+    text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
+    are not UTF-8 always do.
+    """
+
+    def encoded(encode: Callable[[bytes], str]) -> bytes:
+        records = []
+        for record in batch:
+            item: dict[str, Any] = {"body": encode(record.body)}
+            if record.headers:
+                item["headers"] = [[encode(name), encode(value)] for name, value in record.headers]
+            if record.timestamp is not None:
+                item["timestamp"] = record.timestamp
+            records.append(item)
+        body: dict[str, Any] = {"records": records}
+        if match_seq_num is not None:
+            body["match_seq_num"] = match_seq_num
+        if fencing_token is not None:
+            body["fencing_token"] = fencing_token
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    try:
+        raw = encoded(lambda b: b.decode("utf-8"))
+    except UnicodeDecodeError:
+        return encoded(_b64), "base64"
+    payload = sum(len(r.body) + sum(len(n) + len(v) for n, v in r.headers) for r in batch)
+    if len(raw) - payload > payload // 3 + 64 * len(batch) + 64:  # escaping may have outgrown base64
+        base64 = encoded(_b64)
+        if len(base64) < len(raw):
+            return base64, "base64"
+    return raw, "raw"
+
+
+def tail_of(data: Mapping[str, Any]) -> StreamPosition:
+    return position(data["tail"])
+
+
+def ack(data: Mapping[str, Any]) -> AppendAck:
+    return AppendAck(position(data["start"]), position(data["end"]), position(data["tail"]))
+
+
+def read_batch(data: Mapping[str, Any], decode: Callable[[str], bytes] = _unb64) -> ReadBatch:
+    """A ``ReadBatch`` from its JSON; ``decode`` turns each encoded string into bytes (base64 by default)."""
+    make = SequencedRecord._make  # a tuple's own constructor: cheaper than the named one, per record
+    records = tuple([
+        make((
+            int(item["seq_num"]),
+            int(item["timestamp"]),
+            decode(item["body"]) if "body" in item else b"",
+            tuple([(decode(name), decode(value)) for name, value in item["headers"]]) if "headers" in item else (),
+        ))
+        for item in data["records"]
+    ])
+    tail = data.get("tail")
+    return ReadBatch(records, position(tail) if tail else None)
+
+
+def read_text_batch(data: Mapping[str, Any]) -> ReadBatch:
+    return read_batch(data, str.encode)
