@@ -747,6 +747,16 @@ def test_malformed_append_bodies_are_bad_json(client: Client, stream: str, body:
     error(response, 400, "bad_json")
 
 
+def test_a_json_body_over_2_mib_is_refused_as_s2_lite_refuses_it(client: Client, stream: str) -> None:
+    # 400 KB of ESC as raw JSON is 2.4 MB of "\u001b" escapes, over the 2 MiB s2-lite's axum buffers.
+    body = json.dumps({"records": [{"body": "\x1b" * 400_000}]}).encode()
+    response = client.request("POST", records_path(stream), data=body, headers={"Content-Type": "application/json"})
+    assert "length limit exceeded" in error(response, 400, "bad_json")
+    small = json.dumps({"records": [{"body": "x" * 1_000_000}]}).encode()
+    assert client.request("POST", records_path(stream), data=small,
+                          headers={"Content-Type": "application/json"}).status_code == 200
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_appends_need_a_json_content_type(client: Client, stream: str, content_type: str | None) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}

@@ -49,8 +49,17 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
 
 
+#: The most bytes of JSON a request may carry: s2-lite's web framework (axum) buffers at most 2 MiB.
+MAX_JSON_BODY = 2 * 1024 * 1024
+
+
 def parse_json(body: bytes) -> Any:
-    """A request body as JSON, refusing duplicate fields and ``NaN``/``Infinity``; 400 ``bad_json`` if malformed."""
+    """A request body as JSON, refusing duplicate fields and ``NaN``/``Infinity``; 400 ``bad_json`` if malformed.
+
+    A body over :data:`MAX_JSON_BODY` is refused as s2-lite refuses it.
+    """
+    if len(body) > MAX_JSON_BODY:
+        raise bad_json("Failed to buffer the request body: length limit exceeded")
     try:
         return _DECODER.decode(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
