@@ -94,7 +94,6 @@ class Producer:
         self.error: BaseException | None = None
         self._source = source
         self._log = log
-        self.policy = policy
         self._live_limit = live_buffer_bytes
         self._schedule_at_writer = schedule
         self._on_done = on_done
@@ -112,7 +111,7 @@ class Producer:
         # When the last append landed: the claim, backdated so that the first chunk goes out at once.
         self._last_write = time.monotonic() - policy.linger
         self._last_took = 0.0  # how long the last append took
-        self._in_flight_at = 0.0  # when the append in flight was taken
+        self._append_started = 0.0  # when the append in flight was handed to the writer
         self._entry = 0  # id of the writer's one valid entry for this producer
         self._entry_due: float | None = None  # its due time; None when the writer holds no entry
         self._live: deque[tuple[int, str | bytes, int]] | None = deque()  # (seq, chunk, size) for the creator
@@ -331,7 +330,7 @@ class Producer:
         self._pending_seq += count
         self._pending_bytes -= size
         self._in_flight = True
-        self._in_flight_at = time.monotonic()
+        self._append_started = time.monotonic()
         if self._waiting_source:
             self._cond.notify_all()  # a source paused by backpressure may go on
         ends = self._finishing is not None and first + count > self._terminal_seq
@@ -343,7 +342,7 @@ class Producer:
             self._in_flight = False
             self._written = ack.end.seq_num
             self._last_write = time.monotonic()
-            self._last_took = self._last_write - self._in_flight_at
+            self._last_took = self._last_write - self._append_started
             if self._waiting_reader:
                 self._cond.notify_all()  # a creator held back by LIVE_LEAD may go on
             if batch.ends:
@@ -403,15 +402,15 @@ class Producer:
             self._end(StreamStatus(StreamState.FAILED, tail, message), cut)
 
     def _end(self, outcome: StreamStatus, cut: float) -> None:
-        """Settle the outcome; call with the condition held. Chunks at or after ``cut`` never reach the creator."""
+        """Settle the outcome; call with the condition held.
+
+        Chunks at or after ``cut`` never reach the creator: its reader drops those it takes from here on.
+        """
         self._outcome = outcome
         self.cut = cut
         self._pending.clear()
         self._pending_bytes = 0
         self._in_flight = False
-        if self._live is not None:
-            while self._live and self._live[-1][0] >= cut:
-                self._live.pop()
         if self._finishing is None:
             self._finishing = outcome.state
         self._cond.notify_all()
