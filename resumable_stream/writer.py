@@ -11,7 +11,10 @@ order, so they never wait behind a burst of one stream, and the writer never
 waits behind reads (readers run on their own threads and connections).
 
 Threading: :meth:`Writer.schedule` may be called from any thread; writer
-threads start on demand, up to ``threads``, and end after a minute of idleness.
+threads start on demand, up to ``threads``, and end after a minute without
+any producer (a producer always holds an entry, if only for its next
+heartbeat, so a context that produces keeps its writers: they are there for
+the last writes at interpreter exit, when Python 3.12 starts no new thread).
 """
 
 from __future__ import annotations
