@@ -46,6 +46,8 @@ __all__ = ["Failure", "Secret", "Transport", "classify", "classify_event", "posi
 # Codes of 5xx answers that guarantee that nothing was written.
 _NO_SIDE_EFFECTS = {"hot_server", "server_draining"}
 _RETRYABLE_STATUS = {408, 500, 502, 503, 504}
+_JSON = {"Content-Type": "application/json"}
+_EVENT_STREAM = {"Accept": "text/event-stream"}
 #: Seconds a read session may go without any event (S2 pings at least every 15 s) before it counts as lost.
 SESSION_SILENCE = 20.0
 
@@ -135,11 +137,14 @@ class Transport:
             pool = self._pools[key] = manager.connection_from_url(url[:cut])
         return pool.urlopen(method, url[cut:], assert_same_host=False, **options)
 
-    def _headers(self, headers: Mapping[str, str] | None) -> _Headers:
+    def _headers(self, *extra: Mapping[str, str] | None) -> _Headers:
+        """The request's headers. They hold the token: callers pass them straight on and keep no local of
+        them, so that no frame of a traceback (as error trackers record frames) holds the token."""
         out = _Headers(self._base_headers)
         out["Authorization"] = "Bearer " + self._token.reveal()
-        if headers:
-            out.update(headers)
+        for headers in extra:
+            if headers:
+                out.update(headers)
         return out
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
@@ -150,11 +155,9 @@ class Transport:
         timeout so that the attempt ends by then. Raises
         :class:`Failure` for what may be retried and a final :class:`S2Error` for the rest.
         """
-        all_headers = self._headers(headers)
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
-            all_headers["Content-Type"] = "application/json"
         target = f"{url}?{urlencode(params)}" if params else url
         timeout = self._unary_timeout
         if wait or deadline is not None:
@@ -169,8 +172,8 @@ class Transport:
         if not self._slots.acquire(timeout=self._connect_timeout + self._request_timeout):
             raise Failure(Unavailable(f"{method} {_path(url)}: no free connection"), retryable=True, ambiguous=False)
         try:
-            response = self._urlopen(self._unary, method, target, body=data, headers=all_headers, timeout=timeout,
-                                     redirect=False, retries=False)
+            response = self._urlopen(self._unary, method, target, body=data, timeout=timeout, redirect=False,
+                                     retries=False, headers=self._headers(headers, _JSON if data is not None else None))
         except urllib3.exceptions.HTTPError as exc:
             failure = _transport_failure(method, url, exc)
         finally:
@@ -189,20 +192,24 @@ class Transport:
 
     def stream(self, url: str, *, params: Mapping[str, Any], headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
         """Open an SSE read session; the 200 response, not yet read. Raises as :meth:`request` does."""
-        all_headers = self._headers(headers)
-        all_headers["Accept"] = "text/event-stream"
         failure: Failure | None = None
         try:
-            response = self._urlopen(self._sessions, "GET", f"{url}?{urlencode(params)}", headers=all_headers,
-                                     timeout=self._session_timeout, redirect=False, retries=False,
-                                     preload_content=False)
+            response = self._urlopen(self._sessions, "GET", f"{url}?{urlencode(params)}",
+                                     headers=self._headers(headers, _EVENT_STREAM), timeout=self._session_timeout,
+                                     redirect=False, retries=False, preload_content=False)
         except urllib3.exceptions.HTTPError as exc:
             failure = _transport_failure("GET", url, exc)
         if failure is not None:
             raise failure
         if response.status >= 300:
-            data = response.read()
-            response.release_conn()
+            try:
+                data = response.read()
+            except urllib3.exceptions.HTTPError as exc:  # the error answer itself was cut off
+                failure = _transport_failure("GET", url, exc, reading=True)
+            finally:
+                response.release_conn()
+            if failure is not None:
+                raise failure
             raise classify("GET", url, response.status, data, response.headers.get("retry-after-ms"))
         return response
 

@@ -31,8 +31,14 @@ def describe_failure(exc: BaseException) -> str:
 
     It is valid Unicode and no longer than the log keeps, so the creator and every reader see the same.
     """
-    text = str(exc)
-    return _wire.recordable_message(valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__))
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+        if not isinstance(text, str):  # a __str__ that returns something else
+            raise TypeError(f"__str__ returned {type(text).__name__}")
+    except Exception as failure:  # a source's exception must be recorded, whatever its __str__ does
+        text = f"(its message could not be shown: {type(failure).__name__})"
+    return _wire.recordable_message(valid_text(f"{name}: {text}" if text else name))
 
 
 def split_chunk(value: str | bytes) -> list[tuple[str | bytes, bytes]]:

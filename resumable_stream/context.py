@@ -251,13 +251,13 @@ class ResumableStreamContext:
             return None
         if observed.recorded and (after_seq is None or after_seq >= status.tail - 1):
             return None
-        return self._reader(stream_id, after_seq, status.tail, observed.silent_for)
+        return self._reader(stream_id, after_seq, status.tail, observed.silent_for, observed.token)
 
     def _reader(self, stream_id: str, after: int | None = None, tail: int | None = None,
-                silent_for: float = 0.0) -> ResumableStream[Any]:
+                silent_for: float = 0.0, token: str | None = None) -> ResumableStream[Any]:
         # A silent producer counts as silent since its last record, not since this reader came.
         return ResumableStream(self.log, stream_id, default_bound=self.abandon_after, after=after, tail=tail,
-                               silent_for=min(silent_for, self.abandon_after))
+                               silent_for=silent_for, token=token)
 
     def has_existing_stream(self, stream_id: str) -> Literal[True, "DONE"] | None:
         """``None`` if the stream does not exist, ``True`` while it runs, ``"DONE"`` once it has ended."""
@@ -376,6 +376,7 @@ class ResumableStreamContext:
             if not producer.done.wait(max(0.0, deadline - time.monotonic())):
                 logger.error("stream %r could not be written out before the context closed", producer.stream_id)
         self._stops.stop()
+        self._writer.close()
         if self._owns_log:
             self.log.close()
 

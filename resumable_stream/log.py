@@ -15,6 +15,8 @@ big-endian sequence number).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -28,6 +30,7 @@ __all__ = [
     "Header",
     "Log",
     "ReadBatch",
+    "ReadSession",
     "Record",
     "SequencedRecord",
     "StreamPosition",
@@ -139,6 +142,45 @@ class ReadBatch:
     tail: StreamPosition | None = None
 
 
+class ReadSession:
+    """What :meth:`Log.read_session` returns: an iterator of batches and heartbeats that any thread may close.
+
+    :meth:`close` ends the session: a thread blocked in ``next()`` on it returns promptly (the iterator
+    ends). ``produce(cancelled)`` makes the underlying iterator, which must end soon after ``cancelled``
+    is set once ``interrupt()`` has been called.
+    """
+
+    __slots__ = ("_interrupt", "_items", "cancelled")
+
+    def __init__(self, produce: Callable[[threading.Event], Iterator[ReadBatch | StreamPosition]],
+                 interrupt: Callable[[], None]) -> None:
+        self.cancelled = threading.Event()
+        self._items = produce(self.cancelled)
+        self._interrupt = interrupt
+
+    def __iter__(self) -> ReadSession:
+        return self
+
+    def __next__(self) -> ReadBatch | StreamPosition:
+        if self.cancelled.is_set():
+            raise StopIteration
+        try:
+            return next(self._items)
+        except Exception:
+            if self.cancelled.is_set():
+                raise StopIteration from None  # what closing it broke off, not a failure
+            raise
+
+    def close(self) -> None:
+        """End the session, from any thread."""
+        self.cancelled.set()
+        self._interrupt()
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            with contextlib.suppress(ValueError):  # being read by another thread: it ends by itself now
+                close()
+
+
 class Log(Protocol):
     """What the engine needs from a durable log. Implementations are thread-safe.
 
@@ -195,14 +237,14 @@ class Log(Protocol):
         wait: int | None = None,
         clamp: bool = False,
         text: bool = False,
-    ) -> Iterator[ReadBatch | StreamPosition]:
+    ) -> ReadSession:
         """A streaming read from ``seq_num``: batches as they are written, and heartbeats.
 
         Yields non-empty :class:`ReadBatch` objects and, while following the
         tail, :class:`StreamPosition` heartbeats (the tail). ``wait`` (whole
         seconds) bounds the gap between records: the session ends when no
         record arrives for that long (``0``: at the tail); without ``wait``
-        it follows forever. Closing the iterator ends the session.
+        it follows forever. :meth:`ReadSession.close`, from any thread, ends the session.
 
         ``text=True`` says the records are UTF-8 text: a log may then carry
         them as text (S2's ``raw`` format, cheaper to decode than base64),

@@ -39,6 +39,7 @@ from .log import (
     MAX_READ_WAIT,
     AppendAck,
     ReadBatch,
+    ReadSession,
     Record,
     SequencedRecord,
     StreamPosition,
@@ -302,8 +303,30 @@ class MemoryStream:
         until: int | None = None,
         wait: float | None = None,
         clamp: bool = False,
+    ) -> ReadSession:
+        """A streaming read: see :meth:`MemoryLog.read_session`. Any thread may close it."""
+        return ReadSession(
+            lambda cancelled: self._session(seq_num, timestamp, tail_offset, count, bytes, until, wait, clamp,
+                                            cancelled),
+            self._wake,
+        )
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _session(
+        self,
+        seq_num: int | None,
+        timestamp: int | None,
+        tail_offset: int | None,
+        count: int | None,
+        bytes: int | None,
+        until: int | None,
+        wait: float | None,
+        clamp: bool,
+        cancelled: threading.Event,
     ) -> Generator[ReadBatch | StreamPosition, None, None]:
-        """A streaming read: see :meth:`MemoryLog.read_session`."""
         bounded = count is not None or bytes is not None or until is not None
         if wait is None and bounded:
             wait = 0  # S2's default: a bounded session does not wait at the tail
@@ -332,6 +355,8 @@ class MemoryStream:
                             timeout = min(timeout, deadline - time.monotonic())
                         if timeout > 0:
                             self._wait(timeout)
+                        if cancelled.is_set():
+                            return
                         self._check_alive()
                     if deadline is not None and time.monotonic() >= deadline and start >= self._next_seq:
                         return
@@ -579,7 +604,7 @@ class MemoryLog:
         wait: float | None = None,
         clamp: bool = False,
         text: bool = False,
-    ) -> Generator[ReadBatch | StreamPosition, None, None]:
+    ) -> ReadSession:
         """A streaming read, as S2's SSE and S2S sessions serve it.
 
         Yields :class:`ReadBatch` objects (never empty, at most 1000 records
@@ -591,12 +616,12 @@ class MemoryLog:
         session ends when ``wait`` seconds pass without one (``wait=0`` ends
         it at the tail). It defaults to 0 when ``count``, ``bytes`` or
         ``until`` is given, and to "follow forever" otherwise. The session
-        also ends when ``count``/``bytes``/``until`` is reached. Errors found
-        before the first record (404, 416, 422) are raised by the first ``next()``.
+        also ends when ``count``/``bytes``/``until`` is reached. A missing
+        stream raises :class:`NotFound` at once, other errors found before the first record (416, 422)
+        the first ``next()``. Any thread may close the session (:class:`~resumable_stream.log.ReadSession`).
         Records are bytes in memory, so ``text`` changes nothing.
         """
-        target = self._stream(stream, create=self.create_stream_on_read)
-        yield from target.read_session(
+        return self._stream(stream, create=self.create_stream_on_read).read_session(
             seq_num=seq_num,
             timestamp=timestamp,
             tail_offset=tail_offset,

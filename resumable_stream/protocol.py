@@ -69,6 +69,8 @@ class Observed:
     silent_for: float = 0.0
     #: True when the outcome is recorded on the log (not inferred from silence).
     recorded: bool = False
+    #: The claim's session token, when this read learned it.
+    token: str | None = None
 
 
 def ensuring(log: Log, stream: str, operation: Callable[[], T]) -> T:
@@ -122,12 +124,13 @@ def read_status(log: Log, stream_id: str, default_bound: float) -> Observed:
         error = _wire.parse(records[0]).message if state is StreamState.FAILED and len(records) == 2 else None
         return Observed(StreamStatus(state, last.seq_num + 1, error), silent_for, True)
     state = StreamState.ACTIVE
+    token = entry.token if entry.kind == "claim" else None
     if silent_for > liveness.SHORTEST_BOUND:
-        token = entry.token if entry.kind == "claim" else claim_token(log, stream_id)
+        token = token or claim_token(log, stream_id)
         bound = liveness.declared_bound(token) if token is not None else None
         if silent_for > (default_bound if bound is None else bound):
             state = StreamState.ABANDONED
-    return Observed(StreamStatus(state, last.seq_num + 1), silent_for)
+    return Observed(StreamStatus(state, last.seq_num + 1), silent_for, token=token)
 
 
 def claim_token(log: Log, stream_id: str) -> str | None:

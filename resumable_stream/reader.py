@@ -13,7 +13,6 @@ says it should have written by now.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -30,7 +29,7 @@ from .exceptions import (
     StreamAbandoned,
     StreamFailed,
 )
-from .log import Log, ReadBatch, SequencedRecord
+from .log import Log, ReadBatch, ReadSession, SequencedRecord
 from .producer import OVERFLOWED, Producer
 from .protocol import StreamState, StreamStatus
 
@@ -79,7 +78,8 @@ class ResumableStream(Generic[Chunk]):
     """
 
     def __init__(self, log: Log, stream_id: str, *, default_bound: float, after: int | None = None,
-                 tail: int | None = None, silent_for: float = 0.0, producer: Producer | None = None) -> None:
+                 tail: int | None = None, silent_for: float = 0.0, token: str | None = None,
+                 producer: Producer | None = None) -> None:
         self.stream_id = stream_id
         #: How the stream ended; ``None`` until then.
         self.status: StreamStatus | None = None
@@ -94,11 +94,11 @@ class ResumableStream(Generic[Chunk]):
         self._local: deque[tuple[int, Any, int]] = deque()
         self._producer = producer  # the creator's: its chunks come straight from here, and its failures
         self._live = producer  # while it keeps up
-        self._session: Iterator[ReadBatch | Any] | None = None
+        self._session: ReadSession | None = None
         self._text = True  # read as text (cheaper) until a chunk of bytes comes
         self._session_wait = 0
-        self._token: str | None = None
-        self._bound: float | None = None  # the producer's silence bound, once its claim is known
+        self._token = token  # the claim's, once known
+        self._bound = liveness.declared_bound(token) if token else None  # the producer's silence bound, if declared
         self._error_message: str | None = None
         self._quiet_since = time.monotonic() - silent_for
 
@@ -142,7 +142,7 @@ class ResumableStream(Generic[Chunk]):
         return self._closed
 
     def close(self) -> None:
-        """Detach this reader. The stream itself goes on."""
+        """Detach this reader, from any thread (a thread waiting in it returns). The stream itself goes on."""
         self._closed = True
         if self._live is not None:
             self._live.detach()
@@ -296,8 +296,17 @@ class ResumableStream(Generic[Chunk]):
         self._records.extend(rest)
 
     def _patience(self, now: float) -> float:
-        """Seconds left before the producer's silence must be judged."""
-        bound = self._bound if self._bound is not None else self._default_bound
+        """Seconds left before the producer's silence must be judged.
+
+        While its claim is unknown (a reader from a cursor), the first look comes after a second of
+        silence: the claim says how long this producer may be silent, and it may be shorter than ours.
+        """
+        if self._bound is not None:
+            bound = self._bound
+        elif self._token is None:
+            bound = min(self._default_bound, liveness.SHORTEST_BOUND)
+        else:
+            bound = self._default_bound  # a claim that declares nothing: judged by our own bound
         return bound - (now - self._quiet_since)
 
     def _judge_silence(self) -> None:
@@ -335,7 +344,7 @@ class ResumableStream(Generic[Chunk]):
                 # It ended before this reader's position (a cursor beyond the end): that is the outcome.
                 self._finish(protocol.read_status(log, self.stream_id, self._default_bound).status)
                 return
-            self._token, self._bound = exc.current_token, None
+            self._token, self._bound = exc.current_token, liveness.declared_bound(exc.current_token)
             self._quiet_since = time.monotonic()
             return
         except S2Error as exc:
@@ -347,10 +356,8 @@ class ResumableStream(Generic[Chunk]):
 
     def _end_session(self) -> None:
         session, self._session = self._session, None
-        close = getattr(session, "close", None)
-        if close is not None:
-            with contextlib.suppress(ValueError):  # being read by the consuming thread now: it ends with its wait
-                close()
+        if session is not None:
+            session.close()  # from any thread: a next() blocked in it returns
 
     def _finish(self, status: StreamStatus) -> None:
         """End this reader with ``status``; raise if the stream did not end well."""

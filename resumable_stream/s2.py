@@ -60,6 +60,7 @@ from .log import (
     MAX_READ_WAIT,
     AppendAck,
     ReadBatch,
+    ReadSession,
     Record,
     StreamPosition,
     append_in_batches,
@@ -137,16 +138,24 @@ def _setting(value: str | None, variable: str, default: str | None = None) -> st
     return value
 
 
-def _token(value: str | None) -> Secret:
-    """The access token, checked without ever showing it: it goes into a header as it is."""
-    token = Secret(_setting(value, "S2_ACCESS_TOKEN"))
-    text = token.reveal()
-    if not (text.isascii() and text.isprintable()) or " " in text:
+def _take_token(box: list[str | None]) -> Secret:
+    """The access token out of ``box``, checked without ever showing it: it goes into a header as it is.
+
+    It travels in a box that this empties, and in no local of any frame that can raise: an error tracker
+    that records the frames of a ``ConfigurationError`` finds no token in them.
+    """
+    token = Secret(_setting(box.pop(), "S2_ACCESS_TOKEN"))
+    if not _header_safe(token):
         raise ConfigurationError(
             "S2_ACCESS_TOKEN",
             "must be printable ASCII without spaces (is there a trailing newline, or a stray character?)",
         )
     return token
+
+
+def _header_safe(token: Secret) -> bool:
+    text = token.reveal()
+    return text.isascii() and text.isprintable() and " " not in text
 
 
 class S2Client:
@@ -182,7 +191,8 @@ class S2Client:
         request_timeout: float = 10.0,
         max_connections: int = 16,
     ) -> None:
-        token = _token(access_token)
+        box, access_token = [access_token], None  # from here on the token is only in `token`, redacted
+        token = _take_token(box)
         self.basin = _setting(basin, "S2_BASIN")
         if not _BASIN_NAME.match(self.basin):
             raise ConfigurationError(
@@ -311,22 +321,32 @@ class S2Client:
         wait: int | None = None,
         clamp: bool = False,
         text: bool = False,
-    ) -> Iterator[ReadBatch | StreamPosition]:
+    ) -> ReadSession:
         """A read session (SSE): batches as they are written, and heartbeats, over one connection.
 
         See :meth:`Log.read_session <resumable_stream.log.Log.read_session>`.
         ``count`` and ``bytes`` limit the whole session. A session that
         breaks off is reopened after the last record it delivered, under the
         retry policy (whose budget starts again after every event received).
-        Closing the iterator closes the connection.
+        Closing it, from any thread, shuts its connection down.
         """
         validate_stream_name(stream)
         if wait is not None:
             wait = int(-(-wait // 1))
-        return self._session(stream, seq_num, count, bytes, wait, clamp, text)
+        responses: list[Any] = []  # the one open now, shut down by close() from any thread
+
+        def interrupt() -> None:
+            for response in list(responses):
+                response.shutdown()
+
+        return ReadSession(
+            lambda cancelled: self._session(stream, seq_num, count, bytes, wait, clamp, text, responses, cancelled),
+            interrupt,
+        )
 
     def _session(self, stream: str, seq_num: int | None, count: int | None, limit_bytes: int | None,
-                 wait: int | None, clamp: bool, text: bool) -> Iterator[ReadBatch | StreamPosition]:
+                 wait: int | None, clamp: bool, text: bool, responses: list[Any],
+                 cancelled: threading.Event) -> Iterator[ReadBatch | StreamPosition]:
         url = self._records_url(stream)
         headers, parse = (RAW, read_text_batch) if text else (BASE64, read_batch)
         failures = 0
@@ -338,7 +358,10 @@ class S2Client:
             try:
                 if self._closed.is_set():
                     raise Unavailable("the S2 client is closed")
+                if cancelled.is_set():
+                    return
                 response = self._http.stream(url, params=params, headers=headers)
+                responses.append(response)
                 finished = False
                 try:
                     for event, data in sse_events(response, url):
@@ -361,12 +384,15 @@ class S2Client:
                     finished = True
                     return
                 finally:
+                    responses.remove(response)
                     if finished:
                         response.drain_conn()
                         response.release_conn()
                     else:
                         response.close()
             except Failure as failure:
+                if cancelled.is_set():
+                    return  # closed by its reader
                 if not failure.retryable or self._closed.is_set():
                     raise failure.error from None
                 now = time.monotonic()

@@ -7,7 +7,8 @@ started, with one read session, and hands each request to ``on_request``.
 
 Threading: :meth:`StopWatcher.start` may be called from any thread, and starts
 the watcher thread once; if that thread ever dies, the next call starts
-another. :meth:`StopWatcher.stop` makes it end at its next wake-up.
+another. :meth:`StopWatcher.stop` ends it at once (it closes the session
+the thread is reading).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 from . import _wire, protocol
 from .exceptions import S2Error
-from .log import Log, ReadBatch
+from .log import Log, ReadBatch, ReadSession
 
 __all__ = ["StopWatcher"]
 
@@ -37,6 +38,8 @@ class StopWatcher:
         self._lock = threading.Lock()
         self._running = False
         self._stopped = threading.Event()
+        self._session: ReadSession | None = None  # the one being read
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start watching from the control stream's current tail, unless already watching."""
@@ -53,11 +56,20 @@ class StopWatcher:
             with self._lock:
                 self._running = False
             raise
-        threading.Thread(target=self._watch, args=(position,), name="resumable-stream stops", daemon=True).start()
+        thread = threading.Thread(target=self._watch, args=(position,), name="resumable-stream stops", daemon=True)
+        with self._lock:
+            self._thread = thread
+        thread.start()
 
-    def stop(self) -> None:
-        """End the watcher at its next wake-up."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the watcher, and wait up to ``timeout`` seconds for its thread to end."""
         self._stopped.set()
+        with self._lock:
+            session, thread = self._session, self._thread
+        if session is not None:
+            session.close()
+        if thread is not None:
+            thread.join(timeout)
 
     def _watch(self, position: int) -> None:
         try:
@@ -72,6 +84,10 @@ class StopWatcher:
             session = None
             try:
                 session = self._log.read_session(_wire.CONTROL_STREAM, seq_num=position, clamp=True, wait=_WAIT)
+                with self._lock:
+                    self._session = session
+                if self._stopped.is_set():
+                    return
                 for item in session:
                     failures = 0
                     if self._stopped.is_set():
@@ -89,6 +105,5 @@ class StopWatcher:
                 logger.warning("cannot read stop requests; retrying", exc_info=not isinstance(exc, S2Error))
                 self._stopped.wait(min(30.0, 0.5 * 2**failures))
             finally:
-                close = getattr(session, "close", None)
-                if close is not None:
-                    close()
+                if session is not None:
+                    session.close()

@@ -49,6 +49,8 @@ class Writer:
         self._order = itertools.count()
         self._threads = 0
         self._idle = 0
+        self._closed = False
+        self._running: set[threading.Thread] = set()
 
     def schedule(self, producer: Producer, due: float, entry: int) -> None:
         """Call ``producer.take(entry, ...)`` once the monotonic time ``due`` has come."""
@@ -57,9 +59,21 @@ class Writer:
             if self._idle:
                 if self._heap[0][3] is producer:
                     self._cond.notify()
-            elif self._threads < self._max_threads:
+            elif self._threads < self._max_threads and not self._closed:
                 self._threads += 1
-                threading.Thread(target=self._run, name="resumable-stream writer", daemon=True).start()
+                thread = threading.Thread(target=self._run, name="resumable-stream writer", daemon=True)
+                self._running.add(thread)
+                thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """End the writer threads (once every producer is done), waiting up to ``timeout`` seconds for them."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            threads = list(self._running)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _next(self) -> tuple[int, Producer] | None:
         """Wait for the entry due first; None after a long idle spell (the thread then ends)."""
@@ -70,8 +84,9 @@ class Writer:
                 if self._heap and self._heap[0][0] <= now:
                     _, _, entry, producer = heapq.heappop(self._heap)
                     return entry, producer
-                if not self._heap and now - idle_since > _IDLE_EXIT:
+                if self._closed or (not self._heap and now - idle_since > _IDLE_EXIT):
                     self._threads -= 1
+                    self._running.discard(threading.current_thread())
                     return None
                 self._idle += 1
                 self._cond.wait(self._heap[0][0] - now if self._heap else _IDLE_EXIT)

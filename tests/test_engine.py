@@ -948,3 +948,35 @@ def test_the_creator_runs_no_further_ahead_of_a_stalled_log_than_its_lead(
         assert 2 <= len(seen) <= 10
         stalled.set()
         assert seen + list(live) == [f"tok{i} " for i in range(30)]
+
+
+def test_a_reader_closed_from_another_thread_returns_at_once(log: Log, stream_name: str) -> None:
+    gate = Gate(["one "], ["two "])
+    with ResumableStreamContext(log) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, gate)
+        assert live is not None and next(live) == "one "
+        reader = ctx.resume_existing_stream(stream_name)  # reads the log, then waits in its read session
+        assert reader is not None and next(reader) == "one "
+        ended = threading.Event()
+
+        def read_on() -> None:
+            list(reader)
+            ended.set()
+
+        threading.Thread(target=read_on, daemon=True).start()
+        time.sleep(0.3)  # the reader waits for its next record
+        started = time.monotonic()
+        reader.close()
+        assert ended.wait(5) and time.monotonic() - started < 2  # not the session's whole wait
+        gate.open()
+        assert list(live) == ["two "]
+
+
+def test_a_closed_context_leaves_no_thread_behind(log: Log, stream_name: str) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    ctx = ResumableStreamContext(log)
+    live = ctx.create_new_resumable_stream(stream_name, tokens(5))
+    assert live is not None and list(live) == [f"tok{i} " for i in range(5)]
+    ctx.close()
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.name.startswith("resumable-stream")]
+    assert left == []  # the source, writer and stop-watcher threads are gone (the local server's are its own)

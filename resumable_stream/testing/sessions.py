@@ -9,12 +9,12 @@ ones end the body (an SSE ``error`` event, an S2S terminal frame).
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 from ..exceptions import S2Error
-from ..log import ReadBatch, StreamPosition
+from ..log import ReadBatch, ReadSession, StreamPosition
 from ..memory import MemoryStream
 from .api import ApiRequest, ApiResponse, DropConnection
 from .errors import ApiError, api_error, from_s2_error
@@ -62,7 +62,7 @@ def read_session(
     basin: Basin,
     stream: MemoryStream,
     mode: str,
-    session: Generator[ReadBatch | StreamPosition, None, None],
+    session: ReadSession,
     fmt: str,
 ) -> ApiResponse:
     """The response of an SSE or S2S read session; errors before its first item are raised."""
@@ -80,7 +80,7 @@ def read_session(
 
 
 def _items(
-    basin: Basin, stream: MemoryStream, session: Generator[ReadBatch | StreamPosition, None, None], first: Any
+    basin: Basin, stream: MemoryStream, session: ReadSession, first: Any
 ) -> Iterator[ReadBatch | StreamPosition | ApiError]:
     """The session's items, then the error that ended it, if one did; closes the session when done."""
     item = first
@@ -104,7 +104,7 @@ def _event(event: bytes | None, data: bytes, event_id: bytes | None = None) -> b
 
 
 def _sse_read(
-    basin: Basin, stream: MemoryStream, session: Generator[ReadBatch | StreamPosition, None, None], first: Any, fmt: str
+    basin: Basin, stream: MemoryStream, session: ReadSession, first: Any, fmt: str
 ) -> Iterator[bytes]:
     sent_count = sent_bytes = 0
     for item in _items(basin, stream, session, first):
@@ -129,7 +129,7 @@ def _sse_read(
 def _s2s_read(
     basin: Basin,
     stream: MemoryStream,
-    session: Generator[ReadBatch | StreamPosition, None, None],
+    session: ReadSession,
     first: Any,
     codec: ModuleType,
 ) -> Iterator[bytes]:
