@@ -256,7 +256,10 @@ class ResumableStream(Generic[Chunk]):
             raise
         if isinstance(item, ReadBatch) and item.records:
             self._take(item.records)
-            self._quiet_since = time.monotonic()
+            # Silence counts from when the last record was written, not from when this reader got it: a
+            # reader catching up on a dead producer's old records must not take them for signs of life.
+            written_ago = max(0.0, time.time() - item.records[-1].timestamp / 1000)
+            self._quiet_since = time.monotonic() - written_ago
         return True
 
     def _take(self, records: tuple[SequencedRecord, ...]) -> None:
