@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 
 class Tally(logging.Handler):
@@ -27,3 +31,30 @@ class Tally(logging.Handler):
             self.errors.append(message[:300])
         elif record.levelno >= logging.WARNING:
             self.counts["warnings"] += 1
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a process holds: resident memory, threads, file descriptors (and how many are sockets)."""
+
+    rss_mib: float
+    threads: int
+    fds: int
+    sockets: int
+    thread_names: tuple[str, ...] = ()
+
+    @classmethod
+    def now(cls, pid: int | None = None) -> Resources:
+        where = f"/proc/{pid or 'self'}"
+        rss = next(int(line.split()[1]) for line in Path(f"{where}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        fds = sockets = 0
+        for fd in os.listdir(f"{where}/fd"):
+            try:
+                target = os.readlink(f"{where}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile (the listing's own descriptor among them)
+            fds += 1
+            sockets += target.startswith("socket:")
+        names = tuple(sorted(t.name for t in threading.enumerate())) if pid is None else ()
+        return cls(round(rss / 1024, 1), threading.active_count() if pid is None else 0, fds, sockets, names)
