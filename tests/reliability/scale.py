@@ -20,3 +20,14 @@ FULL = SIZE == "full"
 def pick(bounded: T, full: T) -> T:
     """``bounded`` in a bounded run, ``full`` in a full one."""
     return full if FULL else bounded
+
+
+def _marks() -> list[object]:
+    import pytest
+
+    # pytest-timeout's per-test bound: the project's 120 s for a bounded run, more for the full one's soak.
+    return [pytest.mark.reliability, pytest.mark.timeout(pick(120, 1500))]
+
+
+#: Every module's ``pytestmark``: the ``reliability`` marker and a timeout for this run's size.
+MARKS = _marks()

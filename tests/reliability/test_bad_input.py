@@ -32,9 +32,9 @@ from resumable_stream.sse import GENERIC_ERROR, sse_frames
 from ..support import parse_sse
 from .exact import read_log
 from .processes import BASIN, ServerProcess
-from .scale import pick
+from .scale import MARKS, pick
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 T = TypeVar("T")
 MIB = 1024 * 1024

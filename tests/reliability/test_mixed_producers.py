@@ -28,9 +28,9 @@ from .exact import assert_exact, read_log
 from .payloads import Paced, chunks
 from .processes import Proc, ServerProcess, json_lines
 from .readers import Reader, join_all, wait_until
-from .scale import pick
+from .scale import MARKS, pick
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 ABANDON_AFTER = 2.0
 

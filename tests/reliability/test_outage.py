@@ -26,9 +26,9 @@ from .exact import assert_exact, creator_extras, read_log
 from .payloads import Paced, chunks
 from .processes import ServerProcess, free_port
 from .readers import Milestone, Reader, join_all
-from .scale import pick
+from .scale import MARKS, pick
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 STREAMS = pick(10, 30)
 #: The producers' silence bound: heartbeats after a third of it, appends given up after half of it.
@@ -38,7 +38,7 @@ OUTAGE = ABANDON_AFTER + 4
 RETRY = RetryPolicy(max_attempts=4, max_elapsed=1.0, initial_backoff=0.05, max_backoff=0.3)
 #: Every reader ends within this many seconds of the outage's start: the silence bound (a reader of a
 #: producer that stopped writing waits that long), plus the retry budget and a margin for a loaded machine.
-READER_BOUND = ABANDON_AFTER + 4
+READER_BOUND = ABANDON_AFTER + 5
 #: Leeway on LIVE_LEAD for the time between the check and the creator's taking the chunks.
 LEAD_SLACK = 0.5
 

@@ -26,9 +26,9 @@ from .exact import assert_exact, read_log
 from .payloads import chunks
 from .processes import ServerProcess, json_lines, worker
 from .readers import Reader
-from .scale import pick
+from .scale import MARKS, pick
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 TRIALS = pick(30, 200)
 RACERS = 20

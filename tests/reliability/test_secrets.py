@@ -36,8 +36,9 @@ from resumable_stream import (
 
 from .processes import BASIN, ServerProcess, free_port
 from .readers import Reader, wait_until
+from .scale import MARKS
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 FAST = RetryPolicy(max_attempts=3, max_elapsed=1.0, initial_backoff=0.01, max_backoff=0.05)
 HERE = str(Path(__file__).resolve())

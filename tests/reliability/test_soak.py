@@ -30,9 +30,9 @@ from .observe import Resources
 from .payloads import Paced, chunks
 from .processes import ServerProcess, worker
 from .readers import Milestone, Reader, join_all, wait_until
-from .scale import pick
+from .scale import MARKS, pick
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 STREAMS = pick(100, 300)
 WAVES = pick(3, 4)

@@ -32,9 +32,9 @@ from .exact import Event, mismatch, read_log
 from .payloads import KINDS
 from .processes import Proc, ServerProcess
 from .readers import wait_until
-from .scale import pick
+from .scale import MARKS, pick
 
-pytestmark = pytest.mark.reliability
+pytestmark = MARKS
 
 STREAMS = pick(12, 50)
 CHUNKS = pick(40, 80)
