@@ -75,7 +75,7 @@ class Witness(logging.Handler):
             logger.setLevel(logging.DEBUG)
         logging.getLogger().addHandler(self)
         self._excepthook = threading.excepthook
-        threading.excepthook = lambda args: self.exception(args.exc_value, f"thread {args.thread}")  # type: ignore[arg-type]
+        threading.excepthook = lambda args: self.exception(args.exc_value, f"thread {args.thread}")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -110,7 +110,8 @@ class Witness(logging.Handler):
                 self.counts["frames"] += 1
                 for name, value in frame.f_locals.items():
                     self.counts["locals"] += 1
-                    self.value(value, f"{label} local {name!r} of {frame.f_code.co_qualname}", depth=3)
+                    where = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)  # co_qualname: Python 3.11+
+                    self.value(value, f"{label} local {name!r} of {where}", depth=3)
             tb = tb.tb_next
 
     def value(self, value: object, where: str, depth: int) -> None:

@@ -171,19 +171,19 @@ def test_waves_of_streams_with_three_readers_each(server: ServerProcess, record:
                 and now.threads - now.thread_names.count(WRITER_THREADS) <= baseline.threads)
 
     back = wait_until(settled, 15, 0.2)
-    after = Resources.now()
+    closed = Resources.now()
     first, later = waves[0]["rss_mib"], [w["rss_mib"] for w in waves[1:]]
     record(streams_per_wave=STREAMS, readers_per_stream=3, waves=WAVES, chunks_per_stream=CHUNKS,
            readers=3 * STREAMS * WAVES, chunk_deliveries_checked=delivered, wrong_or_hung_readers=len(problems),
            waves_table=waves, baseline={"threads": baseline.threads, "fds": baseline.fds,
                                         "sockets": baseline.sockets, "rss_mib": baseline.rss_mib},
-           after_close={"threads": after.threads, "fds": after.fds, "sockets": after.sockets,
-                        "idle_writer_threads": after.thread_names.count(WRITER_THREADS)},
+           after_close={"threads": closed.threads, "fds": closed.fds, "sockets": closed.sockets,
+                        "idle_writer_threads": closed.thread_names.count(WRITER_THREADS)},
            rss_growth_after_the_first_wave_mib=round(max(later, default=first) - first, 1))
     assert not problems, "\n".join(problems[:20])
     assert all(w["all_results_arrived"] for w in waves)
     assert max(later, default=first) <= first + RSS_SLACK_MIB, f"RSS grew: {[w['rss_mib'] for w in waves]}"
-    assert back, f"not back to the baseline after close(): {after} vs {baseline}"
+    assert back, f"not back to the baseline after close(): {closed} vs {baseline}"
 
 
 @pytest.mark.xfail(strict=True, reason="bug: close() leaves the context's writer threads running (they end after a "

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +39,22 @@ def encode(chunk: str | bytes) -> Any:
     return {"hex": chunk.hex()} if isinstance(chunk, bytes) else chunk
 
 
+def follow(stream: ResumableStream[Any], on_event: Callable[[int, Any], None]) -> dict[str, Any]:
+    """Read ``stream`` to its end, passing each event to ``on_event``; how it ended (its state, or the error)."""
+    error = None
+    try:
+        for cursor, chunk in stream.events():
+            on_event(int(cursor), chunk)
+    except Exception as exc:
+        error = type(exc).__name__
+    return {"state": stream.status.state.value if stream.status else None, "error": error}
+
+
 def read_all(stream: ResumableStream[Any]) -> dict[str, Any]:
     """Every event of ``stream`` and how it ended."""
     events: list[Any] = []
-    error = None
-    try:
-        events.extend([int(cursor), encode(chunk)] for cursor, chunk in stream.events())
-    except Exception as exc:
-        error = type(exc).__name__
-    return {"events": events, "state": stream.status.state.value if stream.status else None, "error": error}
+    ended = follow(stream, lambda cursor, chunk: events.append([cursor, encode(chunk)]))
+    return {"events": events, **ended}
 
 
 def produce(args: argparse.Namespace, ctx: ResumableStreamContext) -> None:
@@ -64,12 +71,7 @@ def produce(args: argparse.Namespace, ctx: ResumableStreamContext) -> None:
         say(finished_already=True)
         return
     say(created=True)
-    try:
-        for cursor, chunk in live.events():
-            say(chunk=int(cursor), i=source.index_of(chunk))
-    except Exception as exc:
-        say(error=type(exc).__name__)
-    say(state=live.status.state.value if live.status else None)
+    say(**follow(live, lambda cursor, chunk: say(chunk=cursor, i=source.index_of(chunk))))
     time.sleep(args.linger)
 
 
@@ -79,12 +81,7 @@ def read(args: argparse.Namespace, ctx: ResumableStreamContext) -> None:
         say(none=True)
         return
     say(opened=True)
-    try:
-        for cursor, chunk in stream.events():
-            say(event=[int(cursor), encode(chunk)])
-    except Exception as exc:
-        say(error=type(exc).__name__)
-    say(state=stream.status.state.value if stream.status else None)
+    say(**follow(stream, lambda cursor, chunk: say(event=[cursor, encode(chunk)])))
 
 
 def race(args: argparse.Namespace, ctx: ResumableStreamContext) -> None:
