@@ -40,7 +40,7 @@ chunk can be shown to the creator and then never reach the log, if writing fails
 bounds that window: the creator is handed unwritten chunks only while the oldest record the log has not
 taken has waited less than `LIVE_LEAD` ({live_lead:g} s); past that it gets only written chunks, and once
 writing has failed it gets none (it ends with the error). No other reader ever sees such a chunk. In
-this run's outages and kills, the creators were shown {beyond} such chunks in all, produced within at
+this run's outages and kills, the creators were shown {beyond:,} such chunks in all, produced within at
 most {longest:g} s of each other.
 """
 
