@@ -6,12 +6,15 @@ request answered 503; only appends answered 503 (reads go on, so readers judge t
 never finish by themselves, so a stream can only end failed or abandoned: never completed. Every reader
 must end within a stated bound of the outage's start; what the log holds must be exactly the start of
 what the source produced; the creator must have been shown nothing beyond the log but chunks produced
-within ``LIVE_LEAD`` of each other (the documented window); and once the log is back, new streams work.
+within ``LIVE_LEAD`` of each other (the documented window), and a creator that stops reading when the
+outage begins and reads on once it is over must be handed nothing more that the log does not hold; and
+once the log is back, new streams work.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +25,7 @@ import pytest
 from resumable_stream import ResumableStreamContext, RetryPolicy, S2Client, S2Error, StreamAbandoned, StreamFailed
 from resumable_stream.producer import LIVE_LEAD
 
-from .exact import assert_exact, creator_extras, read_log
+from .exact import Event, assert_exact, creator_extras, read_log
 from .payloads import Paced, chunks
 from .processes import ServerProcess, free_port
 from .readers import Milestone, Reader, join_all
@@ -89,29 +92,40 @@ def test_an_outage_beyond_the_retry_budget_fails_or_abandons_every_stream(
                for i in range(STREAMS)}
     milestones = {sid: Milestone(rng.randint(2, 20)) for sid in sources}
     readers: dict[str, tuple[Reader, Reader, Reader]] = {}
+    reading = threading.Event()  # cleared during the outage: the slow creators stop reading meanwhile
+    reading.set()
+    slow = set(list(sources)[1::2])
     try:
         for sid, source in sources.items():
             live = ctx.create_new_resumable_stream(sid, source)
             assert live is not None
 
+            def on_event(event: Event, sid: str = sid) -> None:
+                milestones[sid](event)
+                if sid in slow:
+                    reading.wait(OUTAGE + 30)
+
             def from_cursor(sid: str = sid) -> Any:
                 return ctx.resume_existing_stream(sid, after=milestones[sid].wait(30))
 
-            readers[sid] = (Reader(f"{sid} creator", lambda live=live: live, on_event=milestones[sid]),
+            readers[sid] = (Reader(f"{sid} creator", lambda live=live: live, on_event=on_event),
                             Reader(f"{sid} from start", lambda sid=sid: ctx.resume_existing_stream(sid)),
                             Reader(f"{sid} from cursor", from_cursor))
         time.sleep(1.5)  # every stream writing, every reader reading
+        reading.clear()
         began = time.monotonic()
         outage.begin()
-        everyone = [r for rs in readers.values() for r in rs]
+        everyone = [r for sid, rs in readers.items() for r in rs if r is not rs[0] or sid not in slow]
         hung = join_all(everyone, timeout=READER_BOUND)
         time.sleep(max(0.0, began + OUTAGE - time.monotonic()))
         outage.end()
         restored = time.monotonic()
+        reading.set()  # the slow creators read on, long after their streams failed
         assert not hung, f"{len(hung)} readers still running {READER_BOUND} s after the outage began: " \
                          f"{[(r.name, len(r.events)) for r in hung[:5]]}"
+        assert not join_all([readers[sid][0] for sid in slow], timeout=15), "a slow creator never ended"
         latest_end = max(r.ended_at or 0 for r in everyone) - began
-        figures = _check_streams(ctx, outage.server, sources, readers, milestones)
+        figures = _check_streams(ctx, outage.server, sources, readers, milestones, slow, restored)
         fresh = _new_streams_work(ctx, kind)
     finally:
         ctx.close(timeout=5)
@@ -126,11 +140,11 @@ def test_an_outage_beyond_the_retry_budget_fails_or_abandons_every_stream(
 
 def _check_streams(ctx: ResumableStreamContext, server: ServerProcess,
                    sources: dict[str, Paced], readers: dict[str, tuple[Reader, Reader, Reader]],
-                   milestones: dict[str, Milestone]) -> dict[str, Any]:
+                   milestones: dict[str, Milestone], slow: set[str], restored: float) -> dict[str, Any]:
     direct = server.client()
     states: dict[str, int] = {}
     shown_beyond = longest_lead = 0.0
-    delivered = written = 0
+    delivered = written = slow_read_late = 0
     # A reader after the outage records the outcome of each stream whose producer could not.
     late = {sid: Reader(f"{sid} after the outage", lambda sid=sid: ctx.resume_existing_stream(sid, after=0))
             for sid in readers}
@@ -151,6 +165,11 @@ def _check_streams(ctx: ResumableStreamContext, server: ServerProcess,
             # The creator: the log's chunks, then at most LIVE_LEAD of production the log never took.
             assert isinstance(creator.error, S2Error), f"{creator.name} ended with {creator.error!r}"
             extras = creator_extras(creator.name, creator.events, logged)
+            if sid in slow:  # what it read once the outage was over must all be on the log
+                read_late = [e for e, at in zip(creator.events, creator.event_times, strict=True) if at >= restored]
+                unwritten = [e for e in read_late if e in extras]
+                assert not unwritten, f"{creator.name}: handed {len(unwritten)} unwritten chunks after the failure"
+                slow_read_late += len(read_late)
             if extras:
                 produced = [source.produced[source.index_of(chunk)] for _, chunk in extras]
                 lead = max(produced) - min(produced)
@@ -169,7 +188,8 @@ def _check_streams(ctx: ResumableStreamContext, server: ServerProcess,
         direct.close()
     return {"outcomes": states, "chunks_on_the_log": written, "chunk_deliveries_checked": delivered,
             "creator_chunks_beyond_the_log": int(shown_beyond), "longest_lead_seconds": round(longest_lead, 2),
-            "live_lead_seconds": LIVE_LEAD}
+            "live_lead_seconds": LIVE_LEAD, "slow_creators": len(slow),
+            "chunks_slow_creators_read_after_the_outage": slow_read_late}
 
 
 def _new_streams_work(ctx: ResumableStreamContext, kind: str) -> int:
