@@ -2,9 +2,11 @@
 #   make run    install into .venv-run and start the chat example on the embedded log
 #               (HOST=, PORT= to listen elsewhere; ARGS= for more options, e.g. ARGS='--gunicorn --workers 2')
 #   make test   install into .venv-test (and the Debian packages the tests need) and run every test
+#               (the reliability suite among them, bounded: tests/reliability, RELIABILITY_SIZE=bounded)
 # Each creates its own virtualenv; nothing else has to be installed by hand.
 #   make dist   build the sdist and the wheel into $(DIST) (default dist/)
 #   make screenshots   take the README's picture of the chat example again (docs/flask_chat.png)
+#   make reliability   the reliability suite in full (RELIABILITY_SIZE=full), then docs/reliability.md from its results
 
 PYTHON ?= python3
 RUN_VENV := .venv-run
@@ -17,7 +19,7 @@ DIST ?= dist
 # -qq: pip at -q also prints setuptools' notice about editable installs, which needs no action here.
 PIP_QUIET := --quiet --quiet
 
-.PHONY: run test lint clean dist screenshots
+.PHONY: run test lint clean dist screenshots reliability
 
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/python -m examples.flask_chat --host $(HOST) --port $(PORT) $(ARGS)
@@ -34,6 +36,12 @@ test: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/ruff check resumable_stream tests examples benchmarks
 	$(TEST_VENV)/bin/mypy
 	$(TEST_VENV)/bin/python -m pytest
+
+# The report is written whatever the outcome (it shows what failed); make fails if a test did.
+reliability: $(TEST_VENV)/.installed
+	.ci/system-packages
+	RELIABILITY_SIZE=full $(TEST_VENV)/bin/python -m pytest -m reliability tests/reliability; \
+	status=$$?; $(TEST_VENV)/bin/python -m tests.reliability.report && exit $$status
 
 $(RUN_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(RUN_VENV)

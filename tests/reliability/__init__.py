@@ -1,0 +1,1 @@
+"""The adversarial reliability suite: ``pytest -m reliability`` (see docs/reliability.md)."""
