@@ -207,8 +207,8 @@ def _end(stream: ResumableStream[Any], ai_sdk: bool, error_message: ErrorMessage
         return format_event(message, id=cursor, event=_END_EVENTS[status.state])
     parts = []
     if status.state in (StreamState.FAILED, StreamState.ABANDONED):  # an error part even for an empty message:
-        text = message or GENERIC_ERROR  # without one, the AI SDK's client takes a failure for a finished answer
-        parts.append(format_event(json.dumps({"type": "error", "errorText": text}, ensure_ascii=False)))
+        # without one, the AI SDK's client takes a failure for a finished answer
+        parts.append(format_event(json.dumps({"type": "error", "errorText": message}, ensure_ascii=False)))
     elif status.state is StreamState.STOPPED:
         parts.append(format_event(json.dumps({"type": "abort"})))
     parts.append(format_event("[DONE]", id=cursor))

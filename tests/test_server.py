@@ -1464,6 +1464,23 @@ def test_command_line_rejects_a_bad_basin() -> None:
     assert done.returncode == 2 and "invalid basin name" in done.stderr and done.stdout == ""
 
 
+def _h2_response_headers(sock: socket.socket, conn: Any, timeout: float = 10) -> bytes:
+    """Read until the response headers of stream 1 arrived; the bytes read."""
+    import h2.events
+
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+        if any(isinstance(e, h2.events.ResponseReceived) for e in conn.receive_data(chunk)):
+            return received
+    raise AssertionError("the S2S session was not answered in time")
+
+
 def _h2_read_session(url: str, path: str) -> tuple[socket.socket, Any]:
     """Open an S2S read session over HTTP/2 with the h2 library; the socket and the connection."""
     import h2.config
@@ -1519,7 +1536,8 @@ def test_sigterm_ends_long_polls_and_sessions_within_a_second_and_departures_are
             threads = [threading.Thread(target=long_poll) for _ in range(3)] + [threading.Thread(target=sse)]
             for thread in threads:
                 thread.start()
-            h2_sock, _ = _h2_read_session(url, records_path("idle") + "?seq_num=0")
+            h2_sock, h2_conn = _h2_read_session(url, records_path("idle") + "?seq_num=0")
+            received = _h2_response_headers(h2_sock, h2_conn)  # the session is open (however loaded the machine)
             time.sleep(0.5)
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -1529,7 +1547,6 @@ def test_sigterm_ends_long_polls_and_sessions_within_a_second_and_departures_are
                 thread.join(5)
             assert sorted(outcomes) == ["503", "503", "503", "error"], outcomes  # answered, not cut off
             h2_sock.settimeout(5)
-            received = b""
             while chunk := h2_sock.recv(65536):
                 received += chunk
             assert b'"unavailable"' in received  # the S2S session ended with a terminal frame

@@ -17,14 +17,11 @@ class Reader:
 
     ``events`` are ``(cursor, chunk)`` as it got them; ``error`` what it ended with; ``status`` the
     reader's final status; ``none`` is True when ``open_reader`` returned None (nothing to read).
-    ``on_event`` is called with each event (from the reader's thread). A reader that ends with one of
-    ``reconnect_on`` reconnects as a client would, with ``reopen(last cursor)`` (counted in ``reconnects``).
+    ``on_event`` is called with each event (from the reader's thread).
     """
 
     def __init__(self, name: str, open_reader: Callable[[], ResumableStream[Any] | None], *, delay: float = 0.0,
-                 on_event: Callable[[Event], None] | None = None, start: bool = True,
-                 reopen: Callable[[int], ResumableStream[Any] | None] | None = None,
-                 reconnect_on: tuple[type[BaseException], ...] = ()) -> None:
+                 on_event: Callable[[Event], None] | None = None, start: bool = True) -> None:
         self.name = name
         self.events: list[Event] = []
         self.event_times: list[float] = []
@@ -37,9 +34,6 @@ class Reader:
         self._open = open_reader
         self._delay = delay
         self._on_event = on_event
-        self._reopen = reopen
-        self._reconnect_on = reconnect_on
-        self.reconnects = 0
         self._thread = threading.Thread(target=self._run, name=f"reader {name}", daemon=True)
         if start:
             self.start()
@@ -56,17 +50,7 @@ class Reader:
             if self.stream is None:
                 self.none = True
                 return
-            while True:
-                try:
-                    self._read(self.stream)
-                    break
-                except self._reconnect_on:
-                    if self._reopen is None:
-                        raise
-                    self.reconnects += 1
-                    self.stream = self._reopen(self.events[-1][0] if self.events else 0)
-                    if self.stream is None:
-                        return
+            self._read(self.stream)
             self.status = self.stream.status
         except BaseException as exc:
             self.error = exc

@@ -405,8 +405,6 @@ def test_a_make_stream_of_the_wrong_type_fails_the_stream_clearly(make_stream: A
         assert ctx.stream_status("typed").error.startswith("TypeError")  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with ai_sdk=True, a failed stream whose error_message returns '' ends "
-                   "with no error part: the AI SDK's client takes the failure for a finished answer")
 def test_an_empty_error_message_still_ends_an_ai_sdk_stream_with_an_error() -> None:
     """``sse._end`` sends the AI SDK's ``error`` part only ``if message``: an empty text drops it."""
     with ResumableStreamContext(MemoryLog()) as ctx:
@@ -431,8 +429,6 @@ class NotText(Exception):
         return 42
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a source exception whose str() raises kills the source thread: the "
-                   "failure is never recorded (readers see abandoned, the creator failed)")
 @pytest.mark.parametrize("exception", [Unprintable, NotText], ids=["str raises", "str is not text"])
 def test_a_source_exception_that_cannot_be_shown_is_recorded_as_a_failure(exception: type[Exception]) -> None:
     """``describe_failure`` calls ``str()`` on the source's exception, under no guard: when that raises, the

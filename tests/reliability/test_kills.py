@@ -194,8 +194,6 @@ def test_readers_killed_mid_read(server: ServerProcess, record: Callable[..., No
     assert released, f"the server holds {server.open_fds()} file descriptors, {before} before the readers came"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a resumer of a stream silent past its bound (killed producer) waits a "
-                   "whole abandon_after again before it ends")
 def test_a_resumer_of_a_long_dead_producer_ends_at_once(server: ServerProcess) -> None:
     """A producer killed long ago: ``stream_status`` says abandoned, and a new resumer ends at once.
 

@@ -276,9 +276,6 @@ def test_a_malformed_token_is_refused_without_a_word_of_it(origin: str, token: s
     assert not leaks, "\n".join(leaks[:5])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the Authorization header (with the token) is a local of "
-                   "Transport.request's frame in every S2Error's traceback; its repr is redacted, but a serializer "
-                   "walking its items records it")
 def test_frame_locals_serialized_item_by_item_hold_no_token(server: ServerProcess, token: str) -> None:
     """As Sentry records frame locals (a mapping item by item, whatever its ``repr``): ``all_headers``, the request's
     headers with ``Authorization: Bearer <token>``, is a local of the frame that raises every HTTP error."""
@@ -291,9 +288,6 @@ def test_frame_locals_serialized_item_by_item_hold_no_token(server: ServerProces
     assert not leaks, "\n".join(leaks[:5])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a refused token (malformed, or with another setting invalid) stays in "
-                   "plain text in the frame locals of the ConfigurationError's traceback (_token's text, "
-                   "S2Client.__init__'s access_token)")
 @pytest.mark.parametrize("case", ["malformed token", "malformed S2_ACCESS_TOKEN", "valid token, invalid basin"])
 def test_a_refused_configuration_leaves_the_token_in_no_frame_local(case: str, token: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
