@@ -31,6 +31,7 @@ errors that guarantee nothing was written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -337,7 +338,8 @@ class S2Client:
 
         def interrupt() -> None:
             for response in list(responses):
-                response.shutdown()
+                with contextlib.suppress(OSError):  # its connection may be gone already (reset, closed)
+                    response.shutdown()
 
         return ReadSession(
             lambda cancelled: self._session(stream, seq_num, count, bytes, wait, clamp, text, responses, cancelled),
