@@ -121,14 +121,14 @@ def replay(producer: Any, resumer: Any, trials: int = 5) -> dict[str, Any]:
             live_thread = _consume(live, producer.create_new_resumable_stream(stream_id, _held_source(n, sent, None,
                                                                                                       hold)))
             deadline = time.monotonic() + 60
-            while live.next < n and time.monotonic() < deadline:
+            while live.received < n and time.monotonic() < deadline:
                 time.sleep(0.005)
             time.sleep(0.02)
             late = Receiver(n, sent)
             started = time.perf_counter()
             stream = resumer.resume_existing_stream(stream_id)
             thread = _consume(late, stream)
-            while late.next < n and time.monotonic() < deadline:
+            while late.received < n and time.monotonic() < deadline:
                 time.sleep(0.0005)
             backlog.append((time.perf_counter() - started) * 1000)
             hold.set()
@@ -137,7 +137,8 @@ def replay(producer: Any, resumer: Any, trials: int = 5) -> dict[str, Any]:
             again = Receiver(n, sent)
             started = time.perf_counter()
             again.consume(resumer.resume_existing_stream(stream_id, after=0))
-            finished.append((time.perf_counter() - started) * 1000)
+            assert again.closed_at is not None
+            finished.append((again.closed_at - started) * 1000)
             complete = complete and live.complete and late.complete and again.complete
         out[str(n)] = {"backlog_ms": summary(backlog), "finished_after_0_ms": summary(finished), "complete": complete}
     return out

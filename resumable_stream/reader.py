@@ -18,6 +18,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 from . import _wire, liveness, protocol
@@ -106,15 +107,10 @@ class ResumableStream(Generic[Chunk]):
         state = self.status.state.value if self.status else ("live" if self._live is not None else "reading")
         return f"<ResumableStream {self.stream_id!r} {state}>"
 
-    def __iter__(self) -> ResumableStream[Chunk]:
-        return self
+    def __iter__(self) -> Iterator[Chunk]:
+        return map(itemgetter(1), self._events())
 
     def __next__(self) -> Chunk:
-        local = self._local
-        if local and self._live is None and not self._closed:  # a chunk read from the log, in hand
-            seq, chunk, _ = local.popleft()
-            self._last_seq = seq
-            return chunk  # type: ignore[no-any-return]
         event = self._next_event(None)
         if event is None:
             raise StopIteration
@@ -122,8 +118,26 @@ class ResumableStream(Generic[Chunk]):
 
     def events(self) -> Iterator[tuple[str, Chunk]]:
         """Yield ``(cursor, chunk)`` for every chunk; the cursor is an event id such as ``"17"``."""
-        while (event := self._next_event(None)) is not None:
-            yield str(event[0]), event[1]
+        for seq, chunk in self._events():
+            yield str(seq), chunk
+
+    def _events(self) -> Iterator[tuple[int, Chunk]]:
+        """``(sequence number, chunk)`` to the end: the chunks in hand straight off the deque (the hot
+        loop of every reader: one generator step per chunk), the rest by :meth:`_next_event`."""
+        local = self._local
+        while True:
+            while local and not self._closed:
+                seq, chunk, _ = local.popleft()
+                live = self._live
+                if live is not None and seq >= live.cut:
+                    local.clear()  # never written: the stream ended before it reached the log
+                    break
+                self._last_seq = seq
+                yield seq, chunk
+            event = self._next_event(None)
+            if event is None:
+                return
+            yield event
 
     def next_event(self, timeout: float | None = None) -> tuple[str, Chunk] | None:
         """The next ``(cursor, chunk)``, waiting at most about ``timeout`` seconds (``None``: until there is one).

@@ -96,6 +96,33 @@ def test_a_reader_joining_mid_stream_replays_then_follows(ctx: ResumableStreamCo
     assert list(live) == ["after"]
 
 
+@pytest.mark.parametrize("reader_of", ["creator", "resumer"])
+def test_every_way_of_reading_one_reader_shares_its_position(ctx: ResumableStreamContext, stream_name: str,
+                                                             reader_of: str) -> None:
+    live = ctx.create_new_resumable_stream(stream_name, tokens(40, 0.002))
+    assert live is not None
+    reader = live if reader_of == "creator" else ctx.resume_existing_stream(stream_name, after=0)
+    assert reader is not None
+    got = []
+    for chunk in reader:  # a for loop that breaks off, then every other way of reading, in turn
+        got.append(chunk)
+        if len(got) == 5:
+            break
+    got.append(next(reader))
+    event = reader.next_event(timeout=10)
+    assert event is not None
+    got.append(event[1])
+    for cursor, chunk in reader.events():
+        got.append(chunk)
+        if len(got) == 20:
+            break
+    assert int(cursor) == 20
+    got.extend(reader)
+    assert got == [f"tok{i} " for i in range(40)]
+    if reader is not live:
+        list(live)
+
+
 def test_finished_streams_are_not_recreated_or_resumed_without_a_cursor(
     ctx: ResumableStreamContext, stream_name: str
 ) -> None:
