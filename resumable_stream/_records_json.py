@@ -57,14 +57,16 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
     """
 
     def encoded(encode: Callable[[bytes], str]) -> bytes:
-        records = []
-        for record in batch:
-            item: dict[str, Any] = {"body": encode(record.body)}
-            if record.headers:
-                item["headers"] = [[encode(name), encode(value)] for name, value in record.headers]
-            if record.timestamp is not None:
-                item["timestamp"] = record.timestamp
-            records.append(item)
+        def item(body: bytes, headers: tuple[tuple[bytes, bytes], ...], timestamp: int | None) -> dict[str, Any]:
+            entry: dict[str, Any] = {"body": encode(body)}
+            if headers:
+                entry["headers"] = [[encode(name), encode(value)] for name, value in headers]
+            if timestamp is not None:
+                entry["timestamp"] = timestamp
+            return entry
+
+        # A plain record (the bulk of a stream) in the comprehension itself, without a call of its own.
+        records = [{"body": encode(r[0])} if not r[1] and r[2] is None else item(*r) for r in batch]
         body: dict[str, Any] = {"records": records}
         if match_seq_num is not None:
             body["match_seq_num"] = match_seq_num
@@ -73,10 +75,11 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     try:
-        raw = encoded(lambda b: b.decode("utf-8"))
+        raw = encoded(bytes.decode)  # UTF-8, strict
     except UnicodeDecodeError:
         return encoded(_b64), "base64"
-    payload = sum(len(r.body) + sum(len(n) + len(v) for n, v in r.headers) for r in batch)
+    payload = sum([len(body) + (sum(len(n) + len(v) for n, v in headers) if headers else 0)
+                   for body, headers, _ in batch])
     if len(raw) - payload > payload // 3 + 64 * len(batch) + 64:  # escaping may have outgrown base64
         base64 = encoded(_b64)
         if len(base64) < len(raw):
@@ -94,13 +97,14 @@ def ack(data: Mapping[str, Any]) -> AppendAck:
 
 def read_batch(data: Mapping[str, Any], decode: Callable[[str], bytes] = _unb64) -> ReadBatch:
     """A ``ReadBatch`` from its JSON; ``decode`` turns each encoded string into bytes (base64 by default)."""
-    make = SequencedRecord._make  # a tuple's own constructor: cheaper than the named one, per record
+    new, cls = tuple.__new__, SequencedRecord  # the tuple's own constructor: a third of the named one's cost
     records = tuple([
-        make((
+        new(cls, (
             int(item["seq_num"]),
             int(item["timestamp"]),
-            decode(item["body"]) if "body" in item else b"",
-            tuple([(decode(name), decode(value)) for name, value in item["headers"]]) if "headers" in item else (),
+            decode(item.get("body", "")),
+            tuple([(decode(name), decode(value)) for name, value in headers]) if (headers := item.get("headers"))
+            else (),
         ))
         for item in data["records"]
     ])

@@ -225,7 +225,7 @@ class MemoryStream:
             token = self._fencing_token
             first = self._first_seq
             sequenced: list[SequencedRecord] = []
-            make = SequencedRecord._make  # the tuple's own constructor: cheaper per record than the named one
+            new, cls = tuple.__new__, SequencedRecord  # the tuple's own constructor: a third of the named one's
             for offset, record in enumerate(records):
                 timestamp = record.timestamp
                 if timestamp is None or mode == "arrival" or (not uncapped and timestamp > arrival):
@@ -235,7 +235,7 @@ class MemoryStream:
                 last = timestamp
                 seq_num = start_seq + offset
                 headers = record.headers
-                sequenced.append(make((seq_num, timestamp, record.body, headers)))
+                sequenced.append(new(cls, (seq_num, timestamp, record.body, headers)))
                 if len(headers) == 1 and headers[0][0] == b"":
                     if headers[0][1] == b"fence":
                         token = record.body.decode()
