@@ -12,7 +12,9 @@
   replays the finished stream from its start (``after=0``), which the peer cannot.
 
 Each scenario runs in a fresh process; over HTTP, against a fresh local S2 server
-in a process of its own.
+in a process of its own. The throughput and replay readers stamp each chunk and
+check the tokens once the stream has ended (``Receiver.collect``): those figures
+measure the library's delivery, not Python's token decoding.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ def _held_source(n: int, sent: list[float], gate: threading.Event | None,
     return source
 
 
-def _consume(receiver: Receiver, stream: Any) -> threading.Thread:
-    thread = threading.Thread(target=receiver.consume, args=(stream,), daemon=True)
+def _consume(receiver: Receiver, stream: Any, *, collect: bool = False) -> threading.Thread:
+    """Read ``stream`` on a thread of its own: checking each chunk as it comes, or (``collect``) afterwards."""
+    thread = threading.Thread(target=receiver.collect if collect else receiver.consume, args=(stream,), daemon=True)
     thread.start()
     return thread
 
@@ -92,9 +95,10 @@ def throughput(producer: Any, resumer: Any) -> dict[str, Any]:
         gate = threading.Event()
         stream_id = f"tp-{uuid.uuid4().hex[:8]}"
         live, late = Receiver(n, sent), Receiver(n, sent)
-        threads = [_consume(live, producer.create_new_resumable_stream(stream_id, _held_source(n, sent, gate, None)))]
+        threads = [_consume(live, producer.create_new_resumable_stream(stream_id, _held_source(n, sent, gate, None)),
+                            collect=True)]
         if with_resumer:
-            threads.append(_consume(late, resumer.resume_existing_stream(stream_id)))
+            threads.append(_consume(late, resumer.resume_existing_stream(stream_id), collect=True))
         started = time.perf_counter()
         gate.set()
         for thread in threads:
@@ -119,7 +123,8 @@ def replay(producer: Any, resumer: Any, trials: int = 5) -> dict[str, Any]:
             stream_id = f"replay-{uuid.uuid4().hex[:8]}"
             live = Receiver(n, sent)
             live_thread = _consume(live, producer.create_new_resumable_stream(stream_id, _held_source(n, sent, None,
-                                                                                                      hold)))
+                                                                                                      hold)),
+                                   collect=True)
             deadline = time.monotonic() + 60
             while live.received < n and time.monotonic() < deadline:
                 time.sleep(0.005)
@@ -127,7 +132,7 @@ def replay(producer: Any, resumer: Any, trials: int = 5) -> dict[str, Any]:
             late = Receiver(n, sent)
             started = time.perf_counter()
             stream = resumer.resume_existing_stream(stream_id)
-            thread = _consume(late, stream)
+            thread = _consume(late, stream, collect=True)
             while late.received < n and time.monotonic() < deadline:
                 time.sleep(0.0005)
             backlog.append((time.perf_counter() - started) * 1000)
@@ -136,7 +141,7 @@ def replay(producer: Any, resumer: Any, trials: int = 5) -> dict[str, Any]:
             live_thread.join(60)
             again = Receiver(n, sent)
             started = time.perf_counter()
-            again.consume(resumer.resume_existing_stream(stream_id, after=0))
+            again.collect(resumer.resume_existing_stream(stream_id, after=0))
             assert again.closed_at is not None
             finished.append((again.closed_at - started) * 1000)
             complete = complete and live.complete and late.complete and again.complete
