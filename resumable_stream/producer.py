@@ -29,7 +29,7 @@ from typing import Any
 from . import _wire, liveness
 from .chunks import describe_failure, split_chunk
 from .exceptions import FencingTokenMismatch, StreamAbandoned, StreamFailed
-from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, AppendAck, Log, Record
+from .log import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, AppendAck, Log, Record, metered_size
 from .protocol import StreamState, StreamStatus, read_status
 
 __all__ = ["Batch", "Producer", "WritePolicy"]
@@ -98,8 +98,11 @@ class Producer:
         self._schedule_at_writer = schedule
         self._on_done = on_done
         self._default_bound = default_bound
-        self._cond = threading.Condition(threading.Lock())
-        self._is_bytes: bool | None = None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._is_bytes: bool | None = None  # set by the first chunk, with the headers of every data record
+        self._headers: tuple[tuple[bytes, bytes], ...] = ()
+        self._extra = 8
         self._next_seq = 1  # the claim is record 0
         self._pending: list[Record] = []
         self._pending_seq = 1  # sequence number of _pending[0]
@@ -173,23 +176,20 @@ class Producer:
     def _offer(self, chunk: object) -> bool:
         """Queue a chunk; False once the stream is finishing (stopped), so the source is closed."""
         if isinstance(chunk, str):
-            is_bytes = False
+            if self._is_bytes is not False:
+                self._set_kind(False)
         elif isinstance(chunk, (bytes, bytearray, memoryview)):
-            chunk, is_bytes = bytes(chunk), True
+            chunk = bytes(chunk)
+            if self._is_bytes is not True:
+                self._set_kind(True)
         else:
             raise TypeError(f"the stream's source yielded {type(chunk).__name__}; it must yield str or bytes")
-        if self._is_bytes is None:
-            self._is_bytes = is_bytes
-        elif self._is_bytes != is_bytes:
-            first, then = ("bytes", "str") if self._is_bytes else ("str", "bytes")
-            raise TypeError(f"the stream's source yielded {then} after {first}; a stream carries one or the other")
         if not chunk:
             return True
-        headers = _wire.BYTES_HEADER if is_bytes else ()
-        extra = 8 + (sum(2 + len(n) + len(v) for n, v in headers) if is_bytes else 0)
+        headers, extra = self._headers, self._extra
         pieces = split_chunk(chunk)
         new = tuple.__new__  # the tuple's own constructor: a third of the named one's cost, for every chunk
-        with self._cond:
+        with self._lock:  # the condition's own lock: entering it directly saves a Python call per chunk
             while self._pending_bytes > _MAX_PENDING_BYTES and self._finishing is None:
                 self._waiting_source = True  # the log is slower than the source: let the writer catch up
                 self._cond.wait(_RECHECK)
@@ -197,7 +197,8 @@ class Producer:
             if self._finishing is not None:
                 return False
             pending, live = self._pending, self._live
-            if not pending:
+            was_empty = not pending
+            if was_empty:
                 self._pending_seq = self._next_seq
                 self._pending_since = time.monotonic()
             for piece, body in pieces:  # the hot path of every chunk: _queue, inlined
@@ -213,9 +214,22 @@ class Producer:
                 self._overflowed = True
             if self._waiting_reader:
                 self._cond.notify_all()
-            entry = None if self._in_flight else self._reschedule()
+            # Another record for a queue that already has one moves the next append earlier only once
+            # it fills a batch (see _due): otherwise the writer's entry stands.
+            if self._in_flight or not (was_empty or self._entry_due is None or len(pending) >= self.policy.batch_size):
+                return True
+            entry = self._reschedule()
         self._submit(entry)
         return True
+
+    def _set_kind(self, is_bytes: bool) -> None:
+        """The first chunk says whether the stream carries text or bytes; a later one of the other kind is an error."""
+        if self._is_bytes is not None:
+            first, then = ("bytes", "str") if self._is_bytes else ("str", "bytes")
+            raise TypeError(f"the stream's source yielded {then} after {first}; a stream carries one or the other")
+        self._is_bytes = is_bytes
+        self._headers = _wire.BYTES_HEADER if is_bytes else ()
+        self._extra = metered_size(b"", self._headers)  # a record's metered size, besides its body
 
     def _queue(self, record: Record, now: float) -> int:
         """Give ``record`` the next sequence number and queue it; call with the condition held."""
