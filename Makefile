@@ -16,8 +16,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 ARGS ?=
 DIST ?= dist
-# -qq: pip at -q also prints setuptools' notice about editable installs, which needs no action here.
 PIP_QUIET := --quiet --quiet
+# Editable installs in setuptools' compat mode: a .pth file naming the checkout, as a flat layout
+# needs (the default, a meta-path finder, prints a notice about folders named like the package).
+EDITABLE := --config-settings editable_mode=compat -e
 
 .PHONY: run test lint clean dist screenshots reliability
 
@@ -45,12 +47,12 @@ reliability: $(TEST_VENV)/.installed
 
 $(RUN_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(RUN_VENV)
-	$(RUN_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask]" gunicorn gevent
+	$(RUN_VENV)/bin/pip install $(PIP_QUIET) $(EDITABLE) ".[flask]" gunicorn gevent
 	touch $@
 
 $(TEST_VENV)/.installed: pyproject.toml
 	.ci/venv $(PYTHON) $(TEST_VENV)
-	$(TEST_VENV)/bin/pip install $(PIP_QUIET) -e ".[flask,django,server,dev]"
+	$(TEST_VENV)/bin/pip install $(PIP_QUIET) $(EDITABLE) ".[flask,django,server,dev]"
 	touch $@
 
 $(DIST_VENV)/.installed:

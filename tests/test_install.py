@@ -57,3 +57,22 @@ def test_the_wheel_installs_and_works_outside_the_checkout(tmp_path: Path) -> No
         assert basins.status_code == 200 and "basins" in basins.json()
     finally:
         assert server.stop() == 0
+
+
+def test_the_make_commands_editable_install_prints_no_notice(tmp_path: Path) -> None:
+    """``make run`` and ``make test`` install the checkout editable: quietly, and importable from anywhere."""
+    editable = re.search(r"^EDITABLE := (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert editable is not None
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "pip"), "install", "--no-deps", "--no-build-isolation", *editable.group(1).split(),
+           str(ROOT)]
+    env = app_env(PIP_DISABLE_PIP_VERSION_CHECK="1")
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "setuptools>=69"], env=env, check=True, timeout=300)
+    done = subprocess.run(pip, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "editable install" not in (done.stdout + done.stderr).lower()  # setuptools' notice, pip's -q or not
+    find = "import importlib.util as u; print(u.find_spec('resumable_stream').origin)"  # (no dependencies here)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", find], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert Path(where.stdout.strip()) == ROOT / "resumable_stream" / "__init__.py", where.stderr
