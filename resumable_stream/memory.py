@@ -441,8 +441,9 @@ class MemoryStream:
         index = max(start - self._first_seq, 0)
         end = min(index + count, len(self._records))
         sizes = self._sizes
+        # The common case, a batch within the byte limit, summed at once; else record by record.
+        stop = end if sum(sizes[index:end]) <= limit_bytes else index
         used = 0
-        stop = index
         while stop < end:
             used += sizes[stop]
             if used > limit_bytes:

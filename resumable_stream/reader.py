@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from operator import itemgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from . import _wire, liveness, protocol
 from .exceptions import (
@@ -283,11 +283,13 @@ class ResumableStream(Generic[Chunk]):
         A stream is read as text until a chunk of bytes shows up: from that record on, it is read again
         as bytes (a text session would have mangled it).
         """
-        run = 0
-        for record in records:  # tuple indexing: body, headers
-            if not record[2] or record[3]:
-                break
-            run += 1
+        # Every plain text record decoded in one pass (tuple indexing: seq_num, body, headers); the run
+        # ends at the first other record.
+        decoded = [(r[0], r[2].decode("utf-8", "replace"), 0) if r[2] and not r[3] else None for r in records]
+        try:
+            run = decoded.index(None)
+        except ValueError:
+            run = len(decoded)
         rest = records[run:]
         if self._text:
             binary = next((i for i, r in enumerate(rest) if r.headers == _wire.BYTES_HEADER), None)
@@ -306,7 +308,7 @@ class ResumableStream(Generic[Chunk]):
             return
         if run:
             last = self._last_seq
-            chunks = [(r[0], r[2].decode("utf-8", "replace"), 0) for r in records[:run]]
+            chunks = cast("list[tuple[int, str, int]]", decoded[:run])  # no None before the first None
             if chunks[0][0] <= last:
                 chunks = [chunk for chunk in chunks if chunk[0] > last]  # up to the cursor: skipped
             self._local.extend(chunks)
