@@ -212,7 +212,8 @@ class Producer:
             if live is not None and self._live_added - self._live_taken > self._live_limit and len(live) > 1:
                 self._live = None  # the creator is not keeping up: it reads the rest from the log
                 self._overflowed = True
-            if self._waiting_reader:
+            if self._waiting_reader:  # woken once: the flag is set again before it next waits, not per chunk
+                self._waiting_reader = False
                 self._cond.notify_all()
             # Another record for a queue that already has one moves the next append earlier only once
             # it fills a batch (see _due): otherwise the writer's entry stands.
@@ -346,6 +347,7 @@ class Producer:
         self._in_flight = True
         self._append_started = time.monotonic()
         if self._waiting_source:
+            self._waiting_source = False
             self._cond.notify_all()  # a source paused by backpressure may go on
         ends = self._finishing is not None and first + count > self._terminal_seq
         return Batch(first, records, ends)
@@ -358,6 +360,7 @@ class Producer:
             self._last_write = time.monotonic()
             self._last_took = self._last_write - self._append_started
             if self._waiting_reader:
+                self._waiting_reader = False
                 self._cond.notify_all()  # a creator held back by LIVE_LEAD may go on
             if batch.ends:
                 assert self._finishing is not None
