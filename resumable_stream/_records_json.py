@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,9 @@ else:
 
     def _unb64(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
+
+
+_utf8 = functools.partial(str, encoding="utf-8")  # strict; any bytes-like object
 
 
 def read_params(**values: int | bool | None) -> dict[str, Any]:
@@ -75,7 +79,10 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     try:
-        raw = encoded(bytes.decode)  # UTF-8, strict
+        try:
+            raw = encoded(bytes.decode)  # UTF-8, strict: the cheapest call there is
+        except TypeError:  # a body or header given as a bytearray or memoryview
+            raw = encoded(_utf8)
     except UnicodeDecodeError:
         return encoded(_b64), "base64"
     payload = sum([len(body) + (sum(len(n) + len(v) for n, v in headers) if headers else 0)

@@ -291,7 +291,7 @@ def split_batches(records: Sequence[Record]) -> list[list[Record]]:
     Raises :class:`ValueError` for a record that is itself over 1 MiB.
     """
     sizes = [8 + len(body) if not headers else metered_size(body, headers) for body, headers, _ in records]
-    if len(sizes) <= MAX_BATCH_RECORDS and sum(sizes) <= MAX_BATCH_BYTES:
+    if sizes and len(sizes) <= MAX_BATCH_RECORDS and sum(sizes) <= MAX_BATCH_BYTES:
         return [list(records)]  # the common case: one batch (a record over the limit would exceed the sum)
     batches: list[list[Record]] = []
     current: list[Record] = []

@@ -457,6 +457,8 @@ class Producer:
                     return [], OVERFLOWED
                 if self._outcome is not None and not self._live:
                     return [], self._outcome
+                if self._live is None:
+                    return [], None  # detached: its reader was closed
                 remaining = _RECHECK if deadline is None else min(deadline - time.monotonic(), _RECHECK)
                 if remaining <= 0:
                     return [], None
@@ -492,6 +494,7 @@ class Producer:
         return time.monotonic() - since > LIVE_LEAD
 
     def detach(self) -> None:
-        """The creator's reader went away: stop queueing chunks for it."""
+        """The creator's reader went away (closed, from any thread): stop queueing chunks for it, and wake it."""
         with self._cond:
             self._live = None
+            self._cond.notify_all()

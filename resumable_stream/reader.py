@@ -18,7 +18,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterator
-from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
 from . import _wire, liveness, protocol
@@ -107,10 +106,18 @@ class ResumableStream(Generic[Chunk]):
         state = self.status.state.value if self.status else ("live" if self._live is not None else "reading")
         return f"<ResumableStream {self.stream_id!r} {state}>"
 
-    def __iter__(self) -> Iterator[Chunk]:
-        return map(itemgetter(1), self._events())
+    def __iter__(self) -> ResumableStream[Chunk]:
+        return self
 
     def __next__(self) -> Chunk:
+        local = self._local
+        if local and not self._closed:  # a chunk in hand, live or read from the log: the hot path
+            seq, chunk, _ = local.popleft()
+            live = self._live
+            if live is None or seq < live.cut:
+                self._last_seq = seq
+                return chunk  # type: ignore[no-any-return]
+            local.clear()  # never written: the stream ended before it reached the log
         event = self._next_event(None)
         if event is None:
             raise StopIteration
@@ -122,8 +129,8 @@ class ResumableStream(Generic[Chunk]):
             yield str(seq), chunk
 
     def _events(self) -> Iterator[tuple[int, Chunk]]:
-        """``(sequence number, chunk)`` to the end: the chunks in hand straight off the deque (the hot
-        loop of every reader: one generator step per chunk), the rest by :meth:`_next_event`."""
+        """``(sequence number, chunk)`` to the end: the chunks in hand straight off the deque (one
+        generator step per chunk), the rest by :meth:`_next_event`."""
         local = self._local
         while True:
             while local and not self._closed:
@@ -283,13 +290,16 @@ class ResumableStream(Generic[Chunk]):
         A stream is read as text until a chunk of bytes shows up: from that record on, it is read again
         as bytes (a text session would have mangled it).
         """
-        # Every plain text record decoded in one pass (tuple indexing: seq_num, body, headers); the run
-        # ends at the first other record.
-        decoded = [(r[0], r[2].decode("utf-8", "replace"), 0) if r[2] and not r[3] else None for r in records]
-        try:
-            run = decoded.index(None)
-        except ValueError:
-            run = len(decoded)
+        # A batch that starts with plain text records (nearly all do) has them decoded in one pass
+        # (tuple indexing: seq_num, body, headers); the run ends at the first other record.
+        decoded: list[tuple[int, str, int] | None] = []
+        run = 0
+        if records[0][2] and not records[0][3]:
+            decoded = [(r[0], r[2].decode("utf-8", "replace"), 0) if r[2] and not r[3] else None for r in records]
+            try:
+                run = decoded.index(None)
+            except ValueError:
+                run = len(decoded)
         rest = records[run:]
         if self._text:
             binary = next((i for i, r in enumerate(rest) if r.headers == _wire.BYTES_HEADER), None)

@@ -16,6 +16,7 @@ import pytest
 from resumable_stream import (
     MemoryLog,
     NotFound,
+    PermissionDenied,
     Record,
     ResumableStreamContext,
     ResumableStreamError,
@@ -979,13 +980,18 @@ def test_the_creator_runs_no_further_ahead_of_a_stalled_log_than_its_lead(
         assert seen + list(live) == [f"tok{i} " for i in range(30)]
 
 
-def test_a_reader_closed_from_another_thread_returns_at_once(log: Log, stream_name: str) -> None:
+@pytest.mark.parametrize("which", ["resumer", "creator"])
+def test_a_reader_closed_from_another_thread_returns_at_once(log: Log, stream_name: str, which: str) -> None:
     gate = Gate(["one "], ["two "])
     with ResumableStreamContext(log) as ctx:
         live = ctx.create_new_resumable_stream(stream_name, gate)
         assert live is not None and next(live) == "one "
-        reader = ctx.resume_existing_stream(stream_name)  # reads the log, then waits in its read session
-        assert reader is not None and next(reader) == "one "
+        if which == "creator":
+            reader = live  # waits on its producer
+        else:
+            resumer = ctx.resume_existing_stream(stream_name)  # reads the log, then waits in its read session
+            assert resumer is not None and next(resumer) == "one "
+            reader = resumer
         ended = threading.Event()
 
         def read_on() -> None:
@@ -998,7 +1004,40 @@ def test_a_reader_closed_from_another_thread_returns_at_once(log: Log, stream_na
         reader.close()
         assert ended.wait(5) and time.monotonic() - started < 2  # not the session's whole wait
         gate.open()
-        assert list(live) == ["two "]
+        if which == "resumer":
+            assert list(live) == ["two "]
+        assert run_to_end(ctx.resume_existing_stream(stream_name, after=0)) == (["one ", "two "], None)  # it went on
+
+
+def test_an_iterator_of_a_reader_goes_on_after_an_error(s2_server: Any, s2_client: Log, stream_name: str) -> None:
+    """``iter(stream)`` is the stream: an error (here a 403 on its read session) leaves it usable, in place."""
+    with ResumableStreamContext(s2_client) as ctx:
+        assert run_to_end(ctx.create_new_resumable_stream(stream_name, tokens(6)))[1] is None
+        reader = ctx.resume_existing_stream(stream_name, after=0)
+        assert reader is not None
+        iterator = iter(reader)
+        assert iterator is reader
+        s2_server.faults.add(op="read", stream=stream_name, status=403, times=1)
+        with pytest.raises(PermissionDenied):
+            next(iterator)
+        assert list(iterator) == [f"tok{i} " for i in range(6)]
+        assert reader.status is not None and reader.status.state is StreamState.COMPLETED
+
+
+def test_a_reader_used_as_a_source_is_closed_with_its_stream(log: Log, stream_name: str) -> None:
+    with ResumableStreamContext(log, stop_timeout=5) as ctx:
+        inner_gate = Gate(["a "], ["b "])
+        assert ctx.create_new_resumable_stream(stream_name, inner_gate) is not None
+        inner = ctx.resume_existing_stream(stream_name, after=0)
+        assert inner is not None
+        outer = ctx.create_new_resumable_stream(stream_name + "-outer", lambda: inner)
+        assert outer is not None and next(outer) == "a "
+        ctx.stop_stream(stream_name + "-outer")
+        inner_gate.open()  # the outer source's next yield, where its producer closes it
+        deadline = time.monotonic() + 5
+        while not inner.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert inner.closed  # the producer closed its source: the reader let go of its read session
 
 
 def test_a_closed_context_leaves_no_thread_behind(log: Log, stream_name: str) -> None:

@@ -17,7 +17,7 @@ from resumable_stream import (
     Record,
     SeqNumMismatch,
 )
-from resumable_stream.log import MAX_BATCH_BYTES, Log
+from resumable_stream.log import MAX_BATCH_BYTES, Log, split_batches
 
 
 def bodies(log: Log, stream: str, **kwargs: object) -> list[bytes]:
@@ -46,6 +46,16 @@ def test_bodies_and_headers_round_trip_exactly(log: Log, stream_name: str) -> No
     got = log.read(stream_name, seq_num=0).records
     assert [(r.body, r.headers) for r in got] == [(r.body, r.headers) for r in records]
     assert [r.seq_num for r in got] == [0, 1, 2, 3]
+
+
+def test_bodies_may_be_any_bytes_like_object(log: Log, stream_name: str) -> None:
+    records = [Record(bytearray(b"text")), Record(memoryview(b"more")), Record(bytearray(b"\xff"))]  # type: ignore[arg-type]
+    log.append(stream_name, records)
+    assert [r.body for r in log.read(stream_name, seq_num=0).records] == [b"text", b"more", b"\xff"]
+
+
+def test_an_empty_list_of_records_is_no_batch() -> None:
+    assert split_batches([]) == []
 
 
 def test_fencing_absent_token_is_never_checked(log: Log, stream_name: str) -> None:
