@@ -19,11 +19,13 @@ the client.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -292,6 +294,8 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
         if done.returncode:
             raise RuntimeError(f"the benchmark worker failed:\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        if "stall_dump" in result:
+            print(f"({kind}, N = {n}: the run stalled; every thread's stack is in {result['stall_dump']})")
         return result
 
     if kind != "http":
@@ -392,7 +396,18 @@ def main() -> None:
             from gevent import monkey
 
             monkey.patch_all()
-        print(json.dumps(measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate)))
+        # A run that takes four times its nominal length has stalled: every thread's stack goes to a file
+        # (once), for whoever looks into it; the parent says where.
+        stall_dump = Path(tempfile.gettempdir()) / f"resumable-stream-stall-{os.getpid()}.txt"
+        with stall_dump.open("w") as dump:
+            faulthandler.dump_traceback_later(4 * args.waves * (1 + args.tokens / args.rate), file=dump)
+            result = measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate)
+            faulthandler.cancel_dump_traceback_later()
+        if stall_dump.stat().st_size:
+            result["stall_dump"] = str(stall_dump)
+        else:
+            stall_dump.unlink()
+        print(json.dumps(result))
         return
     kinds = [k for k in args.logs.split(",") if k]
     everything: dict[str, Any] = {}
