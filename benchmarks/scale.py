@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,6 +140,8 @@ def measure(kind: str, n: int, url: str | None, waves: int, tokens: int = TOKENS
     if os.environ.get("BENCH_WRITERS"):  # for experiments with the writer's concurrency
         context._WRITERS = int(os.environ["BENCH_WRITERS"])
     counters = _Counters()
+    warnings = _WarningCounter()  # retries, reopened sessions, give-ups: what overload makes the library say
+    logging.getLogger("resumable_stream").addHandler(warnings)
     if kind == "bare":
         bare = _Bare()
         return {"waves": [_wave(bare, bare, n, counters, tokens, rate) for _ in range(waves)]}
@@ -151,7 +155,19 @@ def measure(kind: str, n: int, url: str | None, waves: int, tokens: int = TOKENS
     resumer.close()
     for log in {id(producer_log): producer_log, id(resumer_log): resumer_log}.values():
         log.close()
-    return {"waves": results, "threads_after_close": threading.active_count()}
+    return {"waves": results, "threads_after_close": threading.active_count(),
+            "library_warnings": dict(warnings.counts.most_common())}
+
+
+class _WarningCounter(logging.Handler):
+    """Counts the library's warnings and errors by their message template."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[str(record.msg)] += 1
 
 
 def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int, rate: float) -> dict[str, Any]:
@@ -296,6 +312,10 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         if "stall_dump" in result:
             print(f"({kind}, N = {n}: the run stalled; every thread's stack is in {result['stall_dump']})")
+        if result.get("library_warnings"):
+            said = "; ".join(f"{count} times {template!r}"
+                             for template, count in list(result["library_warnings"].items())[:4])
+            print(f"({kind}, N = {n}: the library warned: {said})")
         return result
 
     if kind != "http":
