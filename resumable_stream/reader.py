@@ -111,7 +111,7 @@ class ResumableStream(Generic[Chunk]):
 
     def __next__(self) -> Chunk:
         local = self._local
-        if local and not self._closed:  # a chunk in hand, live or read from the log: the hot path
+        if local and not self._closed:  # a chunk in hand, live or read from the log: _next_event's first step, inlined
             seq, chunk, _ = local.popleft()
             live = self._live
             if live is None or seq < live.cut:
@@ -125,26 +125,8 @@ class ResumableStream(Generic[Chunk]):
 
     def events(self) -> Iterator[tuple[str, Chunk]]:
         """Yield ``(cursor, chunk)`` for every chunk; the cursor is an event id such as ``"17"``."""
-        for seq, chunk in self._events():
-            yield str(seq), chunk
-
-    def _events(self) -> Iterator[tuple[int, Chunk]]:
-        """``(sequence number, chunk)`` to the end: the chunks in hand straight off the deque (one
-        generator step per chunk), the rest by :meth:`_next_event`."""
-        local = self._local
-        while True:
-            while local and not self._closed:
-                seq, chunk, _ = local.popleft()
-                live = self._live
-                if live is not None and seq >= live.cut:
-                    local.clear()  # never written: the stream ended before it reached the log
-                    break
-                self._last_seq = seq
-                yield seq, chunk
-            event = self._next_event(None)
-            if event is None:
-                return
-            yield event
+        while (event := self._next_event(None)) is not None:
+            yield str(event[0]), event[1]
 
     def next_event(self, timeout: float | None = None) -> tuple[str, Chunk] | None:
         """The next ``(cursor, chunk)``, waiting at most about ``timeout`` seconds (``None``: until there is one).
