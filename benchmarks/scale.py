@@ -23,6 +23,7 @@ import faulthandler
 import json
 import logging
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -167,7 +168,13 @@ class _WarningCounter(logging.Handler):
         self.counts: Counter[str] = Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.counts[str(record.msg)] += 1
+        key = str(record.msg)
+        if key.startswith("S2 %s failed") and isinstance(record.args, tuple) and len(record.args) >= 2:
+            # Which operation, and why (the error's text past the path, without names and numbers).
+            operation, error = str(record.args[0]).split()[0], str(record.args[1])
+            reason = re.sub(r"\d+", "#", error.split(": ", 1)[-1])[:60]
+            key = f"S2 {operation} failed ({reason})"
+        self.counts[key] += 1
 
 
 def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int, rate: float) -> dict[str, Any]:
@@ -192,6 +199,10 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         time.sleep(max(0.0, start - time.perf_counter()))
         try:
             stream = producer.create_new_resumable_stream(f"scale-{run}-{j}", paced_source(tokens, rate, sent))
+        except Exception as exc:  # counted among the end states, as "create raised ..."
+            receiver.errors.append(f"{type(exc).__name__}: {exc}")
+            receiver.end_state = f"create raised {type(exc).__name__}"
+            return
         finally:
             created[j].set()
         if stream is None:
@@ -204,8 +215,14 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         created[j].wait()
         time.sleep(max(0.0, start + JOIN_AFTER - time.perf_counter()))
         joined = time.perf_counter()
-        stream = resumer.resume_existing_stream(f"scale-{run}-{j}")
-        resume_calls.append((time.perf_counter() - joined) * 1000)
+        try:
+            stream = resumer.resume_existing_stream(f"scale-{run}-{j}")
+        except Exception as exc:
+            receiver.errors.append(f"{type(exc).__name__}: {exc}")
+            receiver.end_state = f"resume raised {type(exc).__name__}"
+            return
+        finally:
+            resume_calls.append((time.perf_counter() - joined) * 1000)
         joins[j] = joined
         if stream is None:
             missing.append(f"scale-{run}-{j}")
@@ -254,7 +271,7 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         "resumers_missing": len(missing),
         "hung_threads": hung,
         "end_states": states,
-        "errors": [e for r in lives + resumers for e in r.errors][:5],
+        "errors": [e for r in lives + resumers for e in r.errors if e != "resume returned None"][:5],
         "resumer_lag_ms_after_join": summary(after_join),
         "live_lag_ms": summary([x for r in lives for x in r.lags_ms()]),
         "resume_call_ms": summary(resume_calls),
@@ -314,8 +331,10 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
             print(f"({kind}, N = {n}: the run stalled; every thread's stack is in {result['stall_dump']})")
         if result.get("library_warnings"):
             said = "; ".join(f"{count} times {template!r}"
-                             for template, count in list(result["library_warnings"].items())[:4])
+                             for template, count in list(result["library_warnings"].items())[:6])
             print(f"({kind}, N = {n}: the library warned: {said})")
+        if result.get("errors"):
+            print(f"({kind}, N = {n}: consumers saw errors, the first ones: {'; '.join(result['errors'])})")
         return result
 
     if kind != "http":
