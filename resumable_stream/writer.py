@@ -10,11 +10,18 @@ request rate (self-clocking). Heartbeats go through the same schedule, in due
 order, so they never wait behind a burst of one stream, and the writer never
 waits behind reads (readers run on their own threads and connections).
 
-Threading: :meth:`Writer.schedule` may be called from any thread; writer
-threads start on demand, up to ``threads``, and end after a minute without
-any producer (a producer always holds an entry, if only for its next
-heartbeat, so a context that produces keeps its writers: they are there for
-the last writes at interpreter exit, when Python 3.12 starts no new thread).
+Threading: :meth:`Writer.schedule` is called from any thread (a source
+thread, for a chunk that starts a batch) and takes no lock: it appends the
+entry to an intake deque, and wakes a writer thread only if one sleeps past
+the entry's due time. Under the GIL a lock that a thousand threads pass
+through hands itself over to a thread that must then wait for the GIL while
+holding it: at a thousand streams the writer's lock became such a convoy and
+the process stalled for minutes. The writer threads move the intake into
+their schedule under a lock of their own. They start on demand, up to
+``threads``, and end after a minute without any producer (a producer always
+holds an entry, if only for its next heartbeat, so a context that produces
+keeps its writers: they are there for the last writes at interpreter exit,
+when Python 3.12 starts no new thread).
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
+import queue
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .log import Log
@@ -38,60 +48,97 @@ logger = logging.getLogger(__name__)
 _IDLE_EXIT = 60.0
 
 
+_Entry = tuple[float, int, int, "Producer"]  # (due, tie-breaker, entry, producer)
+
+
 class Writer:
     """Appends the batches of every producer of one context, on up to ``threads`` threads."""
 
     def __init__(self, log: Log, threads: int) -> None:
         self._log = log
         self._max_threads = threads
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, int, Producer]] = []  # (due, tie-breaker, entry, producer)
+        self._intake: deque[_Entry] = deque()  # appended to by any thread, without a lock
+        self._lock = threading.Lock()  # the writer threads': the schedule, the sleepers, the thread count
+        self._heap: list[_Entry] = []
         self._order = itertools.count()
+        self._wake = queue.SimpleQueue[None]()  # one item wakes one sleeping writer thread
+        self._waking = False  # a wake-up is on its way: one at a time is enough (the thread takes the whole intake)
+        self._sleepers: list[float] = []  # when each sleeping writer thread wakes by itself
+        self._wakes_by = math.inf  # the earliest of them (read without the lock by schedule)
         self._threads = 0
-        self._idle = 0
         self._closed = False
         self._running: set[threading.Thread] = set()
 
     def schedule(self, producer: Producer, due: float, entry: int) -> None:
         """Call ``producer.take(entry, ...)`` once the monotonic time ``due`` has come."""
-        with self._cond:
-            heapq.heappush(self._heap, (due, next(self._order), entry, producer))
-            if self._idle:
-                if self._heap[0][3] is producer:
-                    self._cond.notify()
-            elif self._threads < self._max_threads and not self._closed:
-                self._threads += 1
-                thread = threading.Thread(target=self._run, name="resumable-stream writer", daemon=True)
-                self._running.add(thread)
-                thread.start()
+        self._intake.append((due, next(self._order), entry, producer))
+        # A writer thread counts itself asleep before it looks at the intake a last time, and this looks at
+        # the sleepers after the append: one of the two sees the other, so no entry waits for a timeout.
+        if self._sleepers and due < self._wakes_by:
+            self._wake_one()
+        if self._threads < self._max_threads:  # read without the lock: only starting a thread takes it
+            self._start_thread()
+
+    def _wake_one(self) -> None:
+        if not self._waking:
+            self._waking = True
+            self._wake.put(None)
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._threads >= self._max_threads or self._closed:
+                return
+            self._threads += 1
+            thread = threading.Thread(target=self._run, name="resumable-stream writer", daemon=True)
+            self._running.add(thread)
+        thread.start()
 
     def close(self, timeout: float = 2.0) -> None:
         """End the writer threads (once every producer is done), waiting up to ``timeout`` seconds for them."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
             threads = list(self._running)
+        for _ in threads:
+            self._wake.put(None)
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _next(self) -> tuple[int, Producer] | None:
         """Wait for the entry due first; None after a long idle spell (the thread then ends)."""
-        with self._cond:
-            idle_since = time.monotonic()
-            while True:
+        idle_since = time.monotonic()
+        while True:
+            with self._lock:
+                heap, intake = self._heap, self._intake
+                while intake:
+                    heapq.heappush(heap, intake.popleft())
                 now = time.monotonic()
-                if self._heap and self._heap[0][0] <= now:
-                    _, _, entry, producer = heapq.heappop(self._heap)
+                if heap and heap[0][0] <= now:
+                    _, _, entry, producer = heapq.heappop(heap)
+                    if heap and heap[0][0] <= now and self._sleepers:
+                        self._wake_one()  # more is due: another thread may take it meanwhile
                     return entry, producer
-                if self._closed or (not self._heap and now - idle_since > _IDLE_EXIT):
+                leaving = self._closed or (not heap and now - idle_since > _IDLE_EXIT)
+                if leaving:
                     self._threads -= 1
                     self._running.discard(threading.current_thread())
-                    return None
-                self._idle += 1
-                self._cond.wait(self._heap[0][0] - now if self._heap else _IDLE_EXIT)
-                self._idle -= 1
-
+                else:
+                    until = heap[0][0] if heap else now + _IDLE_EXIT
+                    self._sleepers.append(until)
+                    self._wakes_by = min(self._wakes_by, until)
+            if leaving:
+                if intake and not self._closed:
+                    self._start_thread()  # an entry came as this thread left, too late to start one
+                return None
+            try:
+                if not intake:  # the last look (see schedule)
+                    self._wake.get(timeout=until - now)
+                    self._waking = False  # before the intake is taken in: a later entry wakes a thread again
+            except queue.Empty:
+                pass
+            with self._lock:
+                self._sleepers.remove(until)
+                self._wakes_by = min(self._sleepers, default=math.inf)
     def _run(self) -> None:
         while (item := self._next()) is not None:
             entry, producer = item

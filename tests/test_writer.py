@@ -1,0 +1,98 @@
+"""The writer's schedule: entries are taken when due, once each, and never wait for a sleeping thread's timeout.
+
+The producers here only record when the writer asks them for a batch (and
+return none), so what is tested is the schedule itself: the intake that
+source threads append to without a lock, and the wake-ups of writer threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from resumable_stream import MemoryLog
+from resumable_stream.writer import Writer
+
+
+class _Recorder:
+    """Stands in for a producer: notes each entry the writer takes, and has nothing to append."""
+
+    def __init__(self) -> None:
+        self.taken: Counter[int] = Counter()
+        self.at: dict[int, float] = {}
+        self.lock = threading.Lock()
+        self.event = threading.Event()
+
+    def take(self, entry: int, now: float) -> None:
+        with self.lock:
+            self.taken[entry] += 1
+            self.at.setdefault(entry, time.monotonic())
+        self.event.set()
+
+
+def test_an_entry_due_now_wakes_a_thread_that_sleeps_until_a_later_one() -> None:
+    writer = Writer(MemoryLog(), threads=1)
+    later, soon = _Recorder(), _Recorder()
+    try:
+        writer.schedule(later, time.monotonic() + 30, 1)  # type: ignore[arg-type]
+        time.sleep(0.2)  # the writer thread sleeps until then
+        asked = time.monotonic()
+        writer.schedule(soon, time.monotonic(), 1)  # type: ignore[arg-type]
+        assert soon.event.wait(5), "the entry waited for the sleeping thread's timeout"
+        assert soon.at[1] - asked < 5
+        assert not later.taken
+    finally:
+        writer.close()
+
+
+def test_entries_from_many_threads_are_each_taken_once_in_due_order_per_thread() -> None:
+    writer = Writer(MemoryLog(), threads=4)
+    recorders = [_Recorder() for _ in range(40)]
+    per_thread = 50
+
+    def schedule_all(recorder: _Recorder) -> None:
+        for entry in range(per_thread):
+            writer.schedule(recorder, time.monotonic() + (entry % 5) * 0.01, entry)  # type: ignore[arg-type]
+            if entry % 7 == 0:
+                time.sleep(0.001)  # let the writer threads sleep and be woken in between
+
+    threads = [threading.Thread(target=schedule_all, args=(r,)) for r in recorders]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(sum(r.taken.values()) for r in recorders) < 40 * per_thread:
+            time.sleep(0.01)
+        for recorder in recorders:
+            assert recorder.taken == Counter(range(per_thread))
+    finally:
+        writer.close()
+
+
+def test_a_wake_up_goes_on_to_a_second_sleeping_thread_when_more_is_due() -> None:
+    # Two threads sleep until a far entry; two entries come due at once, and the first one's take blocks:
+    # the second is taken by the other thread meanwhile, not after the first take returns.
+    writer = Writer(MemoryLog(), threads=2)
+    release = threading.Event()
+
+    class Blocking(_Recorder):
+        def take(self, entry: int, now: float) -> None:
+            super().take(entry, now)
+            release.wait(10)
+
+    far, first, second = _Recorder(), Blocking(), _Recorder()
+    try:
+        writer.schedule(far, time.monotonic() + 30, 1)  # type: ignore[arg-type]
+        writer.schedule(far, time.monotonic() + 31, 2)  # type: ignore[arg-type]  # a second thread starts
+        time.sleep(0.2)
+        now = time.monotonic()
+        writer.schedule(first, now, 1)  # type: ignore[arg-type]
+        writer.schedule(second, now, 1)  # type: ignore[arg-type]
+        assert first.event.wait(5)
+        assert second.event.wait(5), "the second entry waited for the first one's take"
+    finally:
+        release.set()
+        writer.close()
