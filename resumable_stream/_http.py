@@ -2,11 +2,20 @@
 
 Requests go through urllib3, the connection pool ``requests`` itself is built
 on, directly: the environment's proxy and CA settings are read once, the way
-``requests`` reads them, instead of on every call. There are two pools:
-unary requests (appends, tail checks, short reads) wait for one of a bounded
-number of keep-alive connections, and read sessions (SSE, which hold their
-connection for as long as they follow a stream) use connections of their own,
-so a crowd of readers can never make an append wait.
+``requests`` reads them, instead of on every call. There are three pools.
+Requests with a deadline (appends given a timeout: the writer's, whose
+batches and heartbeats must land within the producer's silence bound) wait
+for one of a bounded number of keep-alive connections that nothing else
+uses; other unary requests (claims, tail checks, status reads, long-polls)
+wait for one of as many again; and read sessions (SSE, which hold their
+connection for as long as they follow a stream) use connections of their
+own. So neither a crowd of readers nor a crowd of new streams and resumers
+can make the writer's appends wait.
+
+A wait for a free connection is not an attempt that failed, and is never
+retried: it lasts until the request's deadline, or for ``queue_timeout``
+(the client's retry budget), and if no connection comes free by then the
+process has more requests in flight than its connections carry.
 
 Nothing here retries; :class:`Failure` says whether an attempt may be retried
 and whether it may have taken effect. No exception raised here holds the
@@ -91,17 +100,19 @@ class Transport:
     """Connection pools to the S2 endpoints, and one attempt of a request. Thread-safe."""
 
     def __init__(self, token: Secret, base_headers: Mapping[str, str], *, endpoint: str, connect_timeout: float,
-                 request_timeout: float, max_connections: int) -> None:
+                 request_timeout: float, max_connections: int, queue_timeout: float) -> None:
         self._token = token
         self._base_headers = dict(base_headers)
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
-        # Unary requests take one of `max_connections` slots, so they never open more connections than that.
-        # (A blocking urllib3 pool would do the same, but would wait forever once urllib3's own exit hook has
-        # emptied it, before our exit hook writes the last records.)
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._queue_timeout = queue_timeout
+        # A unary request takes one of its lane's `max_connections` slots (one lane for requests with a
+        # deadline, one for the others), so no lane opens more connections
+        # than that. (A blocking urllib3 pool would do the same, but would wait forever once urllib3's own exit
+        # hook has emptied it, before our exit hook writes the last records.)
         self._proxied = False
-        self._unary = self._manager(endpoint, max_connections)
+        self._lanes = {has_deadline: (threading.BoundedSemaphore(max_connections),
+                                   self._manager(endpoint, max_connections)) for has_deadline in (False, True)}
         self._sessions = self._manager(endpoint, max_connections)
         self._unary_timeout = urllib3.Timeout(connect=connect_timeout, read=request_timeout)
         self._session_timeout = urllib3.Timeout(connect=connect_timeout, read=SESSION_SILENCE)
@@ -123,7 +134,8 @@ class Transport:
 
     def close(self) -> None:
         self._pools.clear()
-        self._unary.clear()
+        for _, manager in self._lanes.values():
+            manager.clear()
         self._sessions.clear()
 
     def _urlopen(self, manager: urllib3.PoolManager, method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
@@ -151,33 +163,37 @@ class Transport:
                 headers: Mapping[str, str] | None = None, wait: float = 0, deadline: float | None = None) -> Any:
         """One attempt: the parsed JSON of a 2xx answer (``None`` for an empty one).
 
-        ``body`` is JSON, or an object to send as JSON. ``deadline`` (monotonic) shortens the read
-        timeout so that the attempt ends by then. Raises
-        :class:`Failure` for what may be retried and a final :class:`S2Error` for the rest.
+        ``body`` is JSON, or an object to send as JSON. ``deadline`` (monotonic) bounds the wait for a
+        connection and shortens the read timeout, so that the attempt ends by then; a request with a
+        deadline uses the connections kept for such requests.
+        Raises :class:`Failure` for what may be retried and a final :class:`S2Error` for the rest.
         """
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
         target = f"{url}?{urlencode(params)}" if params else url
-        timeout = self._unary_timeout
-        if wait or deadline is not None:
-            read = self._request_timeout + wait
-            if deadline is not None:
-                read = min(read, deadline - time.monotonic())
+        slots, manager = self._lanes[deadline is not None]
+        patience = self._queue_timeout if deadline is None else deadline - time.monotonic()
+        if patience <= 0 or not slots.acquire(timeout=patience):
+            what = "out of time" if deadline is not None else f"no connection came free within {patience:.1f} s"
+            raise Failure(Unavailable(f"{method} {_path(url)}: {what}"), retryable=False, ambiguous=False)
+        failure: Failure | None = None
+        try:
+            timeout = self._unary_timeout
+            if wait or deadline is not None:
+                read = self._request_timeout + wait
+                if deadline is not None:
+                    read = min(read, deadline - time.monotonic())
                 if read <= 0:
                     raise Failure(Unavailable(f"{method} {_path(url)}: out of time"), retryable=False,
                                   ambiguous=False)
-            timeout = urllib3.Timeout(connect=min(self._connect_timeout, read), read=read)
-        failure: Failure | None = None
-        if not self._slots.acquire(timeout=self._connect_timeout + self._request_timeout):
-            raise Failure(Unavailable(f"{method} {_path(url)}: no free connection"), retryable=True, ambiguous=False)
-        try:
-            response = self._urlopen(self._unary, method, target, body=data, timeout=timeout, redirect=False,
+                timeout = urllib3.Timeout(connect=min(self._connect_timeout, read), read=read)
+            response = self._urlopen(manager, method, target, body=data, timeout=timeout, redirect=False,
                                      retries=False, headers=self._headers(headers, _JSON if data is not None else None))
         except urllib3.exceptions.HTTPError as exc:
             failure = _transport_failure(method, url, exc)
         finally:
-            self._slots.release()
+            slots.release()
         if failure is not None:  # raised outside the except clause: nothing chains back to the request
             raise failure
         if response.status >= 300:

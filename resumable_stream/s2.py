@@ -162,10 +162,14 @@ def _header_safe(token: Secret) -> bool:
 class S2Client:
     """A synchronous client for one S2 basin. Implements :class:`~resumable_stream.log.Log`.
 
-    Thread-safe: create one per process and share it between threads. Unary
-    requests share up to ``max_connections`` keep-alive connections (a request
-    waits for a free one); each read session holds a connection of its own
-    while it follows a stream. A forked child process gets fresh connections.
+    Thread-safe: create one per process and share it between threads. Appends
+    given a ``timeout`` (the writer's batches and heartbeats) have up to
+    ``max_connections`` keep-alive connections of their own, and other unary
+    requests share as many again: a request waits for a free one of its kind
+    (until its timeout, or for the retry policy's ``max_elapsed``), so the
+    writer's appends never wait behind reads or claims. Each read
+    session holds a connection of its own while it follows a stream. A forked
+    child process gets fresh connections.
     Every request has a connect timeout and a read timeout; the read timeout
     of a long-poll is its ``wait`` plus ``request_timeout``.
 
@@ -177,7 +181,8 @@ class S2Client:
     :param retry: the retry policy (default :class:`RetryPolicy()`).
     :param connect_timeout: seconds to establish a connection.
     :param request_timeout: seconds to wait for an answer, beyond any long-poll wait.
-    :param max_connections: keep-alive connections for unary requests.
+    :param max_connections: keep-alive connections for appends with a timeout, and as many for other
+        unary requests.
     """
 
     def __init__(
@@ -222,7 +227,8 @@ class S2Client:
     def _new_transport(self) -> Transport:
         token, headers, connect_timeout, request_timeout, max_connections = self._transport_settings
         return Transport(token, headers, endpoint=self.basin_endpoint, connect_timeout=connect_timeout,
-                         request_timeout=request_timeout, max_connections=max_connections)
+                         request_timeout=request_timeout, max_connections=max_connections,
+                         queue_timeout=self.retry.max_elapsed)
 
     def __repr__(self) -> str:
         # Safe on a client whose constructor raised.
@@ -263,7 +269,8 @@ class S2Client:
         a ``match_seq_num`` that continues from the previous one. A record
         over 1 MiB raises :class:`ValueError` before any request. ``timeout``
         bounds the whole call, retries included (it raises the last error
-        once it has passed).
+        once it has passed), and an append with one uses connections kept
+        for such appends, which no other request waits for.
         """
         validate_stream_name(stream)
         if not records:
@@ -470,7 +477,7 @@ class S2Client:
         def attempt() -> AppendAck:
             nonlocal outcome_unknown
             if outcome_unknown and match_seq_num is not None:
-                landed = self._landed(stream, batch, match_seq_num)
+                landed = self._landed(stream, batch, match_seq_num, deadline)
                 if landed is not None:
                     return landed
             try:
@@ -482,7 +489,7 @@ class S2Client:
                 # An earlier attempt whose outcome we did not learn may have landed since: then the
                 # condition fails because of our own records.
                 if outcome_unknown and match_seq_num is not None:
-                    landed = self._landed(stream, batch, match_seq_num)
+                    landed = self._landed(stream, batch, match_seq_num, deadline)
                     if landed is not None:
                         return landed
                 raise
@@ -490,19 +497,20 @@ class S2Client:
         return self._with_retries(attempt, f"append to {stream!r}", idempotent=match_seq_num is not None,
                                   deadline=deadline)
 
-    def _landed(self, stream: str, batch: Sequence[Record], match_seq_num: int) -> AppendAck | None:
+    def _landed(self, stream: str, batch: Sequence[Record], match_seq_num: int,
+                deadline: float | None) -> AppendAck | None:
         """After an attempt with an unknown outcome: the ack if the batch is in the stream at ``match_seq_num``.
 
         ``None`` when it is not there: then sending it again is safe, and if
         someone else wrote meanwhile, the service says so with a 412.
         """
-        tail = tail_of(self._http.request("GET", self._records_url(stream) + "/tail"))
+        tail = tail_of(self._http.request("GET", self._records_url(stream) + "/tail", deadline=deadline))
         end = match_seq_num + len(batch)
         if tail.seq_num < end:
             return None
         params = {"seq_num": match_seq_num, "count": len(batch)}
-        found = read_batch(self._http.request("GET", self._records_url(stream), params=params,
-                                               headers=BASE64)).records
+        found = read_batch(self._http.request("GET", self._records_url(stream), params=params, headers=BASE64,
+                                              deadline=deadline)).records
         ours = len(found) == len(batch) and all(
             r.seq_num == match_seq_num + i and r.body == b.body and r.headers == b.headers
             for i, (r, b) in enumerate(zip(found, batch, strict=True))

@@ -307,6 +307,39 @@ def test_one_client_shared_by_many_threads(client: S2Client) -> None:
     assert sum(client.check_tail(f"shared-{k}").seq_num for k in range(4)) == 16 * 20
 
 
+def test_appends_with_a_timeout_never_wait_behind_other_requests(s2_server: S2Server) -> None:
+    # One connection of each kind: a long-poll holds the only one for other requests, and an append with a
+    # timeout (as the writer's are) still goes at once.
+    with client_for(s2_server, max_connections=1) as c:
+        c.append("lanes-polled", [Record(b"x")])
+        poll = threading.Thread(target=lambda: c.read("lanes-polled", seq_num=1, wait=5))
+        poll.start()
+        try:
+            time.sleep(0.3)  # the long-poll has its connection
+            assert c.append("lanes-written", [Record(b"y")], timeout=5).end.seq_num == 1
+            assert poll.is_alive()  # the append did not wait for the long-poll's connection
+        finally:
+            poll.join(timeout=10)
+
+
+def test_a_wait_for_a_connection_is_not_retried(s2_server: S2Server, caplog: pytest.LogCaptureFixture) -> None:
+    # The one connection for reads is held by a long-poll for longer than a request may wait for it: the
+    # check fails once, plainly, without a retry that would only queue it again behind the same crowd.
+    retry = RetryPolicy(max_attempts=5, max_elapsed=0.5, initial_backoff=0.05, max_backoff=0.05)
+    with client_for(s2_server, max_connections=1, retry=retry) as c:
+        c.append("queued-polled", [Record(b"x")])
+        poll = threading.Thread(target=lambda: c.read("queued-polled", seq_num=1, wait=3))
+        poll.start()
+        try:
+            time.sleep(0.3)
+            with caplog.at_level(logging.WARNING, logger="resumable_stream"), \
+                    pytest.raises(Unavailable, match=r"no connection came free within 0\.5 s"):
+                c.check_tail("queued-other")
+            assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+        finally:
+            poll.join(timeout=10)
+
+
 def test_close_cuts_a_backoff_short(s2_server: S2Server) -> None:
     s2_server.faults.add("check_tail", stream="closing", status=503)
     c = client_for(s2_server, retry=RetryPolicy(max_attempts=50, max_elapsed=60, initial_backoff=2, max_backoff=2))
