@@ -333,8 +333,9 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
             said = "; ".join(f"{count} times {template!r}"
                              for template, count in list(result["library_warnings"].items())[:6])
             print(f"({kind}, N = {n}: the library warned: {said})")
-        if result.get("errors"):
-            print(f"({kind}, N = {n}: consumers saw errors, the first ones: {'; '.join(result['errors'])})")
+        errors = [e for wave in result["waves"] for e in wave["errors"]][:5]
+        if errors:
+            print(f"({kind}, N = {n}: consumers saw errors, the first ones: {'; '.join(errors)})")
         return result
 
     if kind != "http":
