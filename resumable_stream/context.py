@@ -245,7 +245,7 @@ class ResumableStreamContext:
         """
         self._check(stream_id)
         after_seq = parse_cursor(after)
-        observed = protocol.read_status(self.log, stream_id, self.abandon_after)
+        observed = protocol.read_end(self.log, stream_id)  # the reader judges a silent producer itself
         status = observed.status
         if status.state is StreamState.MISSING:
             return None

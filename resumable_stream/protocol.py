@@ -6,8 +6,10 @@ they read and write is the one of ``_wire.py``.
 
 * :func:`claim` appends the session fence as record 0, conditional on an
   empty, unfenced stream, so exactly one creator wins.
-* :func:`read_status` reads the last two records: the outcome if one is
-  recorded, else whether the producer still writes (see ``liveness.py``).
+* :func:`read_end` reads the last two records: the outcome if one is
+  recorded, else how long the producer has been silent; :func:`read_status`
+  also judges that silence (see ``liveness.py``), which takes a second
+  read (of the claim) for a producer silent for over a second.
 * :func:`end` appends the terminal records, conditional on the stream still
   being held by a given token at a given tail, so that it can only end a
   stream that nobody else has moved.
@@ -25,7 +27,7 @@ from . import _wire, liveness
 from .exceptions import FencingTokenMismatch, NotFound, RangeNotSatisfiable, ResumableStreamError, SeqNumMismatch
 from .log import AppendAck, Log, Record, SequencedRecord
 
-__all__ = ["StreamState", "StreamStatus", "claim", "claim_token", "end", "read_status"]
+__all__ = ["StreamState", "StreamStatus", "claim", "claim_token", "end", "read_end", "read_status"]
 
 T = TypeVar("T")
 
@@ -103,12 +105,10 @@ def claim(log: Log, stream_id: str, token: str) -> AppendAck | None:
         ) from exc
 
 
-def read_status(log: Log, stream_id: str, default_bound: float) -> Observed:
-    """The stream's status from its last two records (one read; two for a producer silent for over a second).
+def read_end(log: Log, stream_id: str) -> Observed:
+    """The stream's recorded outcome, or (for a stream still active) how long its producer has been silent.
 
-    A stream whose producer has been silent for longer than its silence bound
-    (see ``liveness.py``; ``default_bound`` for a producer that declares none)
-    is reported abandoned before anyone has recorded it so.
+    One read, of the last two records; the silence is not judged here (see :func:`read_status`).
     """
     try:
         records = log.read(stream_id, tail_offset=2, count=2).records
@@ -123,14 +123,26 @@ def read_status(log: Log, stream_id: str, default_bound: float) -> Observed:
         state = StreamState(entry.state)
         error = _wire.parse(records[0]).message if state is StreamState.FAILED and len(records) == 2 else None
         return Observed(StreamStatus(state, last.seq_num + 1, error), silent_for, True)
-    state = StreamState.ACTIVE
     token = entry.token if entry.kind == "claim" else None
-    if silent_for > liveness.SHORTEST_BOUND:
-        token = token or claim_token(log, stream_id)
-        bound = liveness.declared_bound(token) if token is not None else None
-        if silent_for > (default_bound if bound is None else bound):
-            state = StreamState.ABANDONED
-    return Observed(StreamStatus(state, last.seq_num + 1), silent_for, token=token)
+    return Observed(StreamStatus(StreamState.ACTIVE, last.seq_num + 1), silent_for, token=token)
+
+
+def read_status(log: Log, stream_id: str, default_bound: float) -> Observed:
+    """The stream's status: :func:`read_end`, and a producer silent for longer than its bound reported abandoned.
+
+    The bound is the one the producer declares in its claim (see ``liveness.py``), or ``default_bound``
+    for one that declares none; reading the claim is a second request, made only for a producer that
+    has been silent for over a second.
+    """
+    observed = read_end(log, stream_id)
+    status, silent_for, token = observed.status, observed.silent_for, observed.token
+    if status.state is not StreamState.ACTIVE or silent_for <= liveness.SHORTEST_BOUND:
+        return observed
+    token = token or claim_token(log, stream_id)
+    bound = liveness.declared_bound(token) if token is not None else None
+    if silent_for > (default_bound if bound is None else bound):
+        status = StreamStatus(StreamState.ABANDONED, status.tail)
+    return Observed(status, silent_for, token=token)
 
 
 def claim_token(log: Log, stream_id: str) -> str | None:

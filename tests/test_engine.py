@@ -540,6 +540,31 @@ class CountingLog(MemoryLog):
         return super().append(stream, records, **kwargs)
 
 
+def test_resuming_a_quiet_stream_takes_one_read(stream_name: str) -> None:
+    # A resume call is on a request's path, and under load every request it makes waits for a connection:
+    # judging a quiet producer (which takes reading its claim) is left to the reader, which does it anyway.
+    reads: list[str] = []
+
+    class ReadCountingLog(MemoryLog):
+        def read(self, stream: str, **kwargs: Any) -> Any:
+            reads.append(stream)
+            return super().read(stream, **kwargs)
+
+    gate = Gate(["a "], ["b"])
+    with ResumableStreamContext(ReadCountingLog()) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, gate)
+        assert live is not None
+        assert next(live) == "a "
+        time.sleep(1.5)  # quiet for longer than the shortest silence bound a producer may declare
+        reads.clear()
+        reader = ctx.resume_existing_stream(stream_name)
+        assert reads == [stream_name]
+        assert reader is not None
+        gate.open()
+        assert "".join(reader) == "a b"
+        assert "".join(live) == "b"
+
+
 def test_batching_coalesces_under_a_steady_flow(stream_name: str) -> None:
     log = CountingLog(stream_name)
     with ResumableStreamContext(log, linger=0.2, batch_size=1000) as ctx:
