@@ -14,8 +14,9 @@ can make the writer's appends wait.
 
 A wait for a free connection is not an attempt that failed, and is never
 retried: it lasts until the request's deadline, or for ``queue_timeout``
-(the client's retry budget), and if no connection comes free by then the
-process has more requests in flight than its connections carry.
+(as long as a call may take under the client's retry policy), and if no
+connection comes free by then the process has more requests in flight than
+its connections carry.
 
 Nothing here retries; :class:`Failure` says whether an attempt may be retried
 and whether it may have taken effect. No exception raised here holds the

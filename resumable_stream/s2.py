@@ -166,8 +166,9 @@ class S2Client:
     given a ``timeout`` (the writer's batches and heartbeats) have up to
     ``max_connections`` keep-alive connections of their own, and other unary
     requests share as many again: a request waits for a free one of its kind
-    (until its timeout, or for the retry policy's ``max_elapsed``), so the
-    writer's appends never wait behind reads or claims. Each read
+    (until its timeout, or as long as a call may take under the retry policy:
+    ``max_elapsed`` and one attempt's timeouts), so the writer's appends never
+    wait behind reads or claims. Each read
     session holds a connection of its own while it follows a stream. A forked
     child process gets fresh connections.
     Every request has a connect timeout and a read timeout; the read timeout
@@ -228,7 +229,7 @@ class S2Client:
         token, headers, connect_timeout, request_timeout, max_connections = self._transport_settings
         return Transport(token, headers, endpoint=self.basin_endpoint, connect_timeout=connect_timeout,
                          request_timeout=request_timeout, max_connections=max_connections,
-                         queue_timeout=self.retry.max_elapsed)
+                         queue_timeout=self.retry.max_elapsed + connect_timeout + request_timeout)
 
     def __repr__(self) -> str:
         # Safe on a client whose constructor raised.

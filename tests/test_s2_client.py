@@ -323,17 +323,18 @@ def test_appends_with_a_timeout_never_wait_behind_other_requests(s2_server: S2Se
 
 
 def test_a_wait_for_a_connection_is_not_retried(s2_server: S2Server, caplog: pytest.LogCaptureFixture) -> None:
-    # The one connection for reads is held by a long-poll for longer than a request may wait for it: the
-    # check fails once, plainly, without a retry that would only queue it again behind the same crowd.
+    # The one connection for other requests is held by a long-poll for longer than a request may wait for it
+    # (as long as a call may take under the retry policy: its budget and one attempt's timeouts): the check
+    # fails once, plainly, without a retry that would only queue it again behind the same crowd.
     retry = RetryPolicy(max_attempts=5, max_elapsed=0.5, initial_backoff=0.05, max_backoff=0.05)
-    with client_for(s2_server, max_connections=1, retry=retry) as c:
+    with client_for(s2_server, max_connections=1, retry=retry, connect_timeout=0.2, request_timeout=0.3) as c:
         c.append("queued-polled", [Record(b"x")])
         poll = threading.Thread(target=lambda: c.read("queued-polled", seq_num=1, wait=3))
         poll.start()
         try:
             time.sleep(0.3)
             with caplog.at_level(logging.WARNING, logger="resumable_stream"), \
-                    pytest.raises(Unavailable, match=r"no connection came free within 0\.5 s"):
+                    pytest.raises(Unavailable, match=r"no connection came free within 1\.0 s"):
                 c.check_tail("queued-other")
             assert not [r for r in caplog.records if "retrying" in r.getMessage()]
         finally:
