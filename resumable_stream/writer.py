@@ -91,7 +91,15 @@ class Writer:
             self._threads += 1
             thread = threading.Thread(target=self._run, name="resumable-stream writer", daemon=True)
             self._running.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no thread (at interpreter exit, say): uncount it; fail only if none runs
+            with self._lock:
+                self._threads -= 1
+                self._running.discard(thread)
+                alone = not self._threads
+            if alone:
+                raise
 
     def close(self, timeout: float = 2.0) -> None:
         """End the writer threads (once every producer is done), waiting up to ``timeout`` seconds for them."""
@@ -115,8 +123,8 @@ class Writer:
                 now = time.monotonic()
                 if heap and heap[0][0] <= now:
                     _, _, entry, producer = heapq.heappop(heap)
-                    if heap and heap[0][0] <= now and self._sleepers:
-                        self._wake_one()  # more is due: another thread may take it meanwhile
+                    if heap and self._sleepers and heap[0][0] < self._wakes_by:
+                        self._wake_one()  # the next entry is due before any sleeper wakes: one re-arms for it
                     return entry, producer
                 leaving = self._closed or (not heap and now - idle_since > _IDLE_EXIT)
                 if leaving:

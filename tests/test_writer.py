@@ -11,6 +11,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from resumable_stream import MemoryLog
 from resumable_stream.writer import Writer
 
@@ -96,3 +98,49 @@ def test_a_wake_up_goes_on_to_a_second_sleeping_thread_when_more_is_due() -> Non
     finally:
         release.set()
         writer.close()
+
+
+def test_the_next_entry_is_not_left_to_a_busy_thread_while_another_sleeps() -> None:
+    # Both threads sleep; an entry comes due soon and another a little later (no wake-up for that one:
+    # a thread already wakes before it). The first thread takes the first entry and blocks in it: the
+    # second entry is taken on time by the other thread, not once the first thread is free again.
+    writer = Writer(MemoryLog(), threads=2)
+    release = threading.Event()
+
+    class Blocking(_Recorder):
+        def take(self, entry: int, now: float) -> None:
+            super().take(entry, now)
+            release.wait(10)
+
+    far, first, second = _Recorder(), Blocking(), _Recorder()
+    try:
+        writer.schedule(far, time.monotonic() + 30, 1)  # type: ignore[arg-type]
+        writer.schedule(far, time.monotonic() + 31, 2)  # type: ignore[arg-type]
+        time.sleep(0.2)
+        now = time.monotonic()
+        writer.schedule(first, now + 0.2, 1)  # type: ignore[arg-type]
+        time.sleep(0.05)
+        writer.schedule(second, now + 0.3, 1)  # type: ignore[arg-type]
+        assert first.event.wait(5)
+        assert second.event.wait(5), "the second entry waited for the busy thread"
+    finally:
+        release.set()
+        writer.close()
+
+
+def test_a_writer_thread_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = Writer(MemoryLog(), threads=1)
+    recorder = _Recorder()
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(RuntimeError):  # no writer thread runs: the caller is told
+            writer.schedule(recorder, time.monotonic(), 1)  # type: ignore[arg-type]
+    try:
+        writer.schedule(recorder, time.monotonic(), 2)  # type: ignore[arg-type]  # a thread starts now
+        assert recorder.event.wait(5)
+    finally:
+        writer.close()  # joins only threads that started
