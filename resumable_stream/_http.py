@@ -175,7 +175,7 @@ class Transport:
         target = f"{url}?{urlencode(params)}" if params else url
         slots, manager = self._lanes[deadline is not None]
         patience = self._queue_timeout if deadline is None else deadline - time.monotonic()
-        if patience <= 0 or not slots.acquire(timeout=patience):
+        if patience <= 0 or not slots.acquire(timeout=min(patience, threading.TIMEOUT_MAX)):
             what = "out of time" if deadline is not None else f"no connection came free within {patience:.1f} s"
             raise Failure(Unavailable(f"{method} {_path(url)}: {what}"), retryable=False, ambiguous=False)
         failure: Failure | None = None

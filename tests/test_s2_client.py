@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import math
 import socket
 import threading
 import time
@@ -337,6 +338,19 @@ def test_a_wait_for_a_connection_is_not_retried(s2_server: S2Server, caplog: pyt
                     pytest.raises(Unavailable, match=r"no connection came free within 1\.0 s"):
                 c.check_tail("queued-other")
             assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+        finally:
+            poll.join(timeout=10)
+
+
+def test_an_unbounded_retry_budget_waits_for_a_connection(s2_server: S2Server) -> None:
+    retry = RetryPolicy(max_attempts=5, max_elapsed=math.inf, initial_backoff=0.05, max_backoff=0.05)
+    with client_for(s2_server, max_connections=1, retry=retry) as c:
+        c.append("unbounded-polled", [Record(b"x")])
+        poll = threading.Thread(target=lambda: c.read("unbounded-polled", seq_num=1, wait=1))
+        poll.start()
+        try:
+            time.sleep(0.3)
+            assert c.check_tail("unbounded-other").seq_num == 0  # once the long-poll has its answer
         finally:
             poll.join(timeout=10)
 
