@@ -74,9 +74,17 @@ def test_entries_from_many_threads_are_each_taken_once_in_due_order_per_thread()
         writer.close()
 
 
-def test_a_wake_up_goes_on_to_a_second_sleeping_thread_when_more_is_due() -> None:
-    # Two threads sleep until a far entry; two entries come due at once, and the first one's take blocks:
-    # the second is taken by the other thread meanwhile, not after the first take returns.
+@pytest.mark.parametrize(
+    ("first_due", "pause", "second_due"),
+    [
+        (0.0, 0.0, 0.0),  # both scheduled and due at once
+        (0.2, 0.05, 0.3),  # the second a little later: no wake-up of its own, a thread already wakes before it
+    ],
+)
+def test_an_entry_due_while_another_is_taken_goes_to_a_sleeping_thread(first_due: float, pause: float,
+                                                                      second_due: float) -> None:
+    # Two threads sleep until far entries. The first thread to take one of the two new entries blocks in
+    # it: the other entry is taken on time by the other thread, not once the first thread is free again.
     writer = Writer(MemoryLog(), threads=2)
     release = threading.Event()
 
@@ -91,36 +99,10 @@ def test_a_wake_up_goes_on_to_a_second_sleeping_thread_when_more_is_due() -> Non
         writer.schedule(far, time.monotonic() + 31, 2)  # type: ignore[arg-type]  # a second thread starts
         time.sleep(0.2)
         now = time.monotonic()
-        writer.schedule(first, now, 1)  # type: ignore[arg-type]
-        writer.schedule(second, now, 1)  # type: ignore[arg-type]
-        assert first.event.wait(5)
-        assert second.event.wait(5), "the second entry waited for the first one's take"
-    finally:
-        release.set()
-        writer.close()
-
-
-def test_the_next_entry_is_not_left_to_a_busy_thread_while_another_sleeps() -> None:
-    # Both threads sleep; an entry comes due soon and another a little later (no wake-up for that one:
-    # a thread already wakes before it). The first thread takes the first entry and blocks in it: the
-    # second entry is taken on time by the other thread, not once the first thread is free again.
-    writer = Writer(MemoryLog(), threads=2)
-    release = threading.Event()
-
-    class Blocking(_Recorder):
-        def take(self, entry: int, now: float) -> None:
-            super().take(entry, now)
-            release.wait(10)
-
-    far, first, second = _Recorder(), Blocking(), _Recorder()
-    try:
-        writer.schedule(far, time.monotonic() + 30, 1)  # type: ignore[arg-type]
-        writer.schedule(far, time.monotonic() + 31, 2)  # type: ignore[arg-type]
-        time.sleep(0.2)
-        now = time.monotonic()
-        writer.schedule(first, now + 0.2, 1)  # type: ignore[arg-type]
-        time.sleep(0.05)
-        writer.schedule(second, now + 0.3, 1)  # type: ignore[arg-type]
+        writer.schedule(first, now + first_due, 1)  # type: ignore[arg-type]
+        if pause:  # (even a sleep(0) would let the first entry be taken before the second is scheduled)
+            time.sleep(pause)
+        writer.schedule(second, now + second_due, 1)  # type: ignore[arg-type]
         assert first.event.wait(5)
         assert second.event.wait(5), "the second entry waited for the busy thread"
     finally:
