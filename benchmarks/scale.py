@@ -184,6 +184,7 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
     joins: list[float] = []
     resume_calls: list[float] = []
     missing: list[str] = []
+
     def others() -> int:  # threads that are not the workload's own (its consumers are named "scale ...")
         return sum(not t.name.startswith("scale ") for t in threading.enumerate())
 

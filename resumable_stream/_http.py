@@ -108,9 +108,9 @@ class Transport:
         self._request_timeout = request_timeout
         self._queue_timeout = queue_timeout
         # A unary request takes one of its lane's `max_connections` slots (one lane for requests with a
-        # deadline, one for the others), so no lane opens more connections
-        # than that. (A blocking urllib3 pool would do the same, but would wait forever once urllib3's own exit
-        # hook has emptied it, before our exit hook writes the last records.)
+        # deadline, one for the others), so no lane opens more connections than that. (A blocking urllib3
+        # pool would do the same, but would wait forever once urllib3's own exit hook has emptied it,
+        # before our exit hook writes the last records.)
         self._proxied = False
         self._lanes = {has_deadline: (threading.BoundedSemaphore(max_connections),
                                    self._manager(endpoint, max_connections)) for has_deadline in (False, True)}
@@ -185,9 +185,9 @@ class Transport:
                 read = self._request_timeout + wait
                 if deadline is not None:
                     read = min(read, deadline - time.monotonic())
-                if read <= 0:
-                    raise Failure(Unavailable(f"{method} {_path(url)}: out of time"), retryable=False,
-                                  ambiguous=False)
+                    if read <= 0:  # the wait for a connection took what was left
+                        raise Failure(Unavailable(f"{method} {_path(url)}: out of time"), retryable=False,
+                                      ambiguous=False)
                 timeout = urllib3.Timeout(connect=min(self._connect_timeout, read), read=read)
             response = self._urlopen(manager, method, target, body=data, timeout=timeout, redirect=False,
                                      retries=False, headers=self._headers(headers, _JSON if data is not None else None))

@@ -168,9 +168,9 @@ class S2Client:
     requests share as many again: a request waits for a free one of its kind
     (until its timeout, or as long as a call may take under the retry policy:
     ``max_elapsed`` and one attempt's timeouts), so the writer's appends never
-    wait behind reads or claims. Each read
-    session holds a connection of its own while it follows a stream. A forked
-    child process gets fresh connections.
+    wait behind reads or claims. Each read session holds a connection of its
+    own while it follows a stream. A forked child process gets fresh
+    connections.
     Every request has a connect timeout and a read timeout; the read timeout
     of a long-poll is its ``wait`` plus ``request_timeout``.
 

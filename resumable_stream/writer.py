@@ -147,6 +147,7 @@ class Writer:
             with self._lock:
                 self._sleepers.remove(until)
                 self._wakes_by = min(self._sleepers, default=math.inf)
+
     def _run(self) -> None:
         while (item := self._next()) is not None:
             entry, producer = item
