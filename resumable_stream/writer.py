@@ -12,8 +12,8 @@ waits behind reads (readers run on their own threads and connections).
 
 Threading: :meth:`Writer.schedule` is called from any thread (a source
 thread, for a chunk that starts a batch) and takes no lock: it appends the
-entry to an intake deque, and wakes a writer thread only if one sleeps past
-the entry's due time. Under the GIL a lock that a thousand threads pass
+entry to an intake deque, and wakes a writer thread (taking the writer's lock)
+only if one sleeps past the entry's due time. Under the GIL a lock that a thousand threads pass
 through hands itself over to a thread that must then wait for the GIL while
 holding it: at a thousand streams the writer's lock became such a convoy and
 the process stalled for minutes. The writer threads move the intake into
@@ -30,7 +30,6 @@ import heapq
 import itertools
 import logging
 import math
-import queue
 import threading
 import time
 from collections import deque
@@ -61,9 +60,10 @@ class Writer:
         self._lock = threading.Lock()  # the writer threads': the schedule, the sleepers, the thread count
         self._heap: list[_Entry] = []
         self._order = itertools.count()
-        self._wake = queue.SimpleQueue[None]()  # one item wakes one sleeping writer thread
-        self._waking = False  # a wake-up is on its way: one at a time is enough (the thread takes the whole intake)
-        self._sleepers: list[float] = []  # when each sleeping writer thread wakes by itself
+        # The sleeping writer threads: when each wakes by itself, and the event that wakes it sooner. (Each has
+        # its own: with one queue.SimpleQueue shared by the sleepers' timed get()s, one sleeper was seen to stay
+        # blocked 40 s past its timeout, counted as waking long ago, so that no entry woke anyone.)
+        self._sleepers: list[tuple[float, threading.Event]] = []
         self._wakes_by = math.inf  # the earliest of them (read without the lock by schedule)
         self._threads = 0
         self._closed = False
@@ -74,15 +74,18 @@ class Writer:
         self._intake.append((due, next(self._order), entry, producer))
         # A writer thread counts itself asleep before it looks at the intake a last time, and this looks at
         # the sleepers after the append: one of the two sees the other, so no entry waits for a timeout.
-        if self._sleepers and due < self._wakes_by:
-            self._wake_one()
+        if self._sleepers and due < self._wakes_by:  # read without the lock; checked again under it
+            with self._lock:
+                self._wake_for(due)
         if self._threads < self._max_threads:  # read without the lock: only starting a thread takes it
             self._start_thread()
 
-    def _wake_one(self) -> None:
-        if not self._waking:
-            self._waking = True
-            self._wake.put(None)
+    def _wake_for(self, due: float) -> None:
+        """Wake a sleeping thread if none wakes by ``due`` (it takes in the whole intake); call with the lock held."""
+        if self._sleepers and due < self._wakes_by:
+            _, event = self._sleepers.pop()
+            self._wakes_by = min((until for until, _ in self._sleepers), default=math.inf)
+            event.set()
 
     def _start_thread(self) -> None:
         with self._lock:
@@ -106,8 +109,8 @@ class Writer:
         with self._lock:
             self._closed = True
             threads = list(self._running)
-        for _ in threads:
-            self._wake.put(None)
+            while self._sleepers:
+                self._wake_for(-math.inf)
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -123,8 +126,8 @@ class Writer:
                 now = time.monotonic()
                 if heap and heap[0][0] <= now:
                     _, _, entry, producer = heapq.heappop(heap)
-                    if heap and self._sleepers and heap[0][0] < self._wakes_by:
-                        self._wake_one()  # the next entry is due before any sleeper wakes: one re-arms for it
+                    if heap:
+                        self._wake_for(heap[0][0])  # the next entry is due before any sleeper wakes: one re-arms
                     return entry, producer
                 leaving = self._closed or (not heap and now - idle_since > _IDLE_EXIT)
                 if leaving:
@@ -132,21 +135,19 @@ class Writer:
                     self._running.discard(threading.current_thread())
                 else:
                     until = heap[0][0] if heap else now + _IDLE_EXIT
-                    self._sleepers.append(until)
+                    sleeper = (until, threading.Event())
+                    self._sleepers.append(sleeper)
                     self._wakes_by = min(self._wakes_by, until)
             if leaving:
                 if intake and not self._closed:
                     self._start_thread()  # an entry came as this thread left, too late to start one
                 return None
-            try:
-                if not intake:  # the last look (see schedule)
-                    self._wake.get(timeout=until - now)
-                    self._waking = False  # before the intake is taken in: a later entry wakes a thread again
-            except queue.Empty:
-                pass
+            if not intake:  # the last look (see schedule)
+                sleeper[1].wait(until - now)
             with self._lock:
-                self._sleepers.remove(until)
-                self._wakes_by = min(self._sleepers, default=math.inf)
+                if any(s is sleeper for s in self._sleepers):  # woke by itself (a waker takes it off the list)
+                    self._sleepers.remove(sleeper)
+                    self._wakes_by = min((u for u, _ in self._sleepers), default=math.inf)
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
