@@ -88,21 +88,19 @@ class Writer:
             event.set()
 
     def _start_thread(self) -> None:
+        # Started under the lock (the new thread waits for it in _next), so that close() joins only started threads.
         with self._lock:
             if self._threads >= self._max_threads or self._closed:
                 return
-            self._threads += 1
             thread = threading.Thread(target=self._run, name="resumable-stream writer", daemon=True)
+            try:
+                thread.start()
+            except BaseException:  # no thread (at interpreter exit, say): fail only if none runs
+                if not self._threads:
+                    raise
+                return
+            self._threads += 1
             self._running.add(thread)
-        try:
-            thread.start()
-        except BaseException:  # no thread (at interpreter exit, say): uncount it; fail only if none runs
-            with self._lock:
-                self._threads -= 1
-                self._running.discard(thread)
-                alone = not self._threads
-            if alone:
-                raise
 
     def close(self, timeout: float = 2.0) -> None:
         """End the writer threads (once every producer is done), waiting up to ``timeout`` seconds for them."""

@@ -126,3 +126,34 @@ def test_a_writer_thread_that_cannot_start_is_not_counted(monkeypatch: pytest.Mo
         assert recorder.event.wait(5)
     finally:
         writer.close()  # joins only threads that started
+
+
+def test_close_while_a_writer_thread_starts_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # close() on another thread, between a writer thread's creation and its start, joins it once started.
+    writer = Writer(MemoryLog(), threads=1)
+    starting = threading.Event()
+    start = threading.Thread.start
+
+    def slow_start(self: threading.Thread) -> None:
+        starting.set()
+        time.sleep(0.3)  # close() runs meanwhile
+        start(self)
+
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            writer.close(timeout=5)
+        except BaseException as exc:
+            errors.append(exc)
+
+    closing = threading.Thread(target=close)
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", slow_start)
+        scheduling = threading.Thread(target=writer.schedule, args=(_Recorder(), time.monotonic() + 30, 1))
+        start(scheduling)
+        assert starting.wait(5)
+        start(closing)
+        scheduling.join(5)
+    closing.join(10)
+    assert not closing.is_alive() and errors == []
