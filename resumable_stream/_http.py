@@ -37,6 +37,7 @@ import requests.utils
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from ._slots import Slots
 from .exceptions import (
     BadRequest,
     Conflict,
@@ -110,9 +111,10 @@ class Transport:
         # A unary request takes one of its lane's `max_connections` slots (one lane for requests with a
         # deadline, one for the others), so no lane opens more connections than that. (A blocking urllib3
         # pool would do the same, but would wait forever once urllib3's own exit hook has emptied it,
-        # before our exit hook writes the last records.)
+        # before our exit hook writes the last records; and, like threading's semaphores, it keeps its
+        # count under one lock, which a thousand request threads turn into a convoy: see _slots.)
         self._proxied = False
-        self._lanes = {has_deadline: (threading.BoundedSemaphore(max_connections),
+        self._lanes = {has_deadline: (Slots(max_connections),
                                    self._manager(endpoint, max_connections)) for has_deadline in (False, True)}
         self._sessions = self._manager(endpoint, max_connections)
         self._unary_timeout = urllib3.Timeout(connect=connect_timeout, read=request_timeout)
