@@ -12,6 +12,8 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from ._http import position
@@ -104,7 +106,16 @@ def ack(data: Mapping[str, Any]) -> AppendAck:
 
 def read_batch(data: Mapping[str, Any], decode: Callable[[str], bytes] = _unb64) -> ReadBatch:
     """A ``ReadBatch`` from its JSON; ``decode`` turns each encoded string into bytes (base64 by default)."""
+    items = data["records"]
     new, cls = tuple.__new__, SequencedRecord  # the tuple's own constructor: a third of the named one's cost
+    if set(map(len, items)) == {3}:  # nearly every batch: records of a body and nothing else, taken apart in C
+        try:
+            records = tuple(map(new, repeat(cls), zip(map(_SEQ_NUM, items), map(_TIMESTAMP, items),
+                                                      map(decode, map(_BODY, items)), repeat(()))))
+        except KeyError:  # three fields, but headers among them
+            pass
+        else:
+            return ReadBatch(records, _tail(data))
     records = tuple([
         new(cls, (
             int(item["seq_num"]),
@@ -113,10 +124,17 @@ def read_batch(data: Mapping[str, Any], decode: Callable[[str], bytes] = _unb64)
             tuple([(decode(name), decode(value)) for name, value in headers]) if (headers := item.get("headers"))
             else (),
         ))
-        for item in data["records"]
+        for item in items
     ])
+    return ReadBatch(records, _tail(data))
+
+
+_SEQ_NUM, _TIMESTAMP, _BODY = itemgetter("seq_num"), itemgetter("timestamp"), itemgetter("body")
+
+
+def _tail(data: Mapping[str, Any]) -> StreamPosition | None:
     tail = data.get("tail")
-    return ReadBatch(records, position(tail) if tail else None)
+    return position(tail) if tail else None
 
 
 def read_text_batch(data: Mapping[str, Any]) -> ReadBatch:

@@ -17,7 +17,7 @@ from resumable_stream import (
     Record,
     SeqNumMismatch,
 )
-from resumable_stream.log import MAX_BATCH_BYTES, Log, split_batches
+from resumable_stream.log import MAX_BATCH_BYTES, Log, ReadBatch, split_batches
 
 
 def bodies(log: Log, stream: str, **kwargs: object) -> list[bytes]:
@@ -46,6 +46,21 @@ def test_bodies_and_headers_round_trip_exactly(log: Log, stream_name: str) -> No
     got = log.read(stream_name, seq_num=0).records
     assert [(r.body, r.headers) for r in got] == [(r.body, r.headers) for r in records]
     assert [r.seq_num for r in got] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_batches_of_one_shape_read_back_exactly(log: Log, stream_name: str, text: bool) -> None:
+    # A batch of plain bodies only (the client's fast path), then one of headers only: its records have
+    # as many fields as plain ones.
+    plain = [Record(f"token {i}".encode()) for i in range(5)]
+    headers_only = [Record(b"", ((b"k", f"v{i}".encode()),)) for i in range(3)]
+    log.append(stream_name, plain)
+    log.append(stream_name, headers_only)
+    expected = [(r.body, r.headers) for r in plain + headers_only]
+    read = [(r.body, r.headers) for r in log.read(stream_name, seq_num=0).records]
+    session = log.read_session(stream_name, seq_num=0, count=8, text=text)
+    followed = [(r.body, r.headers) for batch in session if isinstance(batch, ReadBatch) for r in batch.records]
+    assert read == followed == expected
 
 
 def test_bodies_may_be_any_bytes_like_object(log: Log, stream_name: str) -> None:
