@@ -9,14 +9,18 @@ were seen queued on that lock for tens of seconds.
 
 Here a free slot is taken or given back with one deque operation, and no lock
 is shared: a thread that finds no free slot queues a waiter of its own and
-sleeps on that waiter's lock, and a release hands its slot straight to the
-first waiter (so slots go in FIFO order once threads wait).
+sleeps on that waiter's lock, and a release frees its slot, then wakes the
+thread that has waited longest. A running thread may take the freed slot
+first (the woken one then waits again): handing the slot to the sleeper
+instead would leave it unused until that thread gets the GIL, which at a
+thousand threads is a long wait, and every slot would convoy the same way.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 
 __all__ = ["Slots"]
@@ -26,8 +30,8 @@ class _Waiter:
     __slots__ = ("chosen", "woken")
 
     def __init__(self) -> None:
-        # Taken once, by whoever decides this waiter's fate: a release that hands it a slot, or the waiter
-        # itself when it stops waiting. So a slot is never handed to a thread that has given up.
+        # Taken once, by whoever decides this waiter's fate: a release that wakes it, or the waiter itself
+        # when it stops waiting. So a wake-up never goes to a thread that has stopped waiting.
         self.chosen = threading.Lock()
         self.woken = threading.Lock()
         self.woken.acquire()  # released by the release that chose it
@@ -42,46 +46,50 @@ class Slots:
 
     def acquire(self, timeout: float) -> bool:
         """Take a slot, waiting up to ``timeout`` seconds (at most ``threading.TIMEOUT_MAX``); False if none came."""
+        free = self._free
         try:
-            self._free.pop()
+            free.pop()
             return True
         except IndexError:
             pass
-        waiter = _Waiter()
-        self._waiters.append(waiter)
-        # A release gives its slot to the free list before it looks at the waiters, and this looks at the free
-        # list after queueing: one of the two sees the other, so no slot stays free while a thread waits for it.
-        try:
-            self._free.pop()
-        except IndexError:
-            if waiter.woken.acquire(timeout=timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+            # A release frees its slot before it looks for a waiter, and this looks at the free slots after
+            # queueing: one of the two sees the other, so no slot stays free while a thread sleeps.
+            try:
+                free.pop()
+            except IndexError:
+                pass
+            else:
+                if not waiter.chosen.acquire(blocking=False):  # a release woke it as well: wake another
+                    waiter.woken.acquire()
+                    self._wake_one()
                 return True
-            if waiter.chosen.acquire(blocking=False):  # gave up before any release chose it
-                return False
-        else:
-            if waiter.chosen.acquire(blocking=False):  # no release will choose it now
+            if not waiter.woken.acquire(timeout=min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)):
+                if waiter.chosen.acquire(blocking=False):
+                    return False  # no release woke it in time
+                waiter.woken.acquire()  # woken as it gave up: the release wakes it at once
+            try:
+                free.pop()
                 return True
-            waiter.woken.acquire()
-            self.release()  # chosen as well: one slot too many
-            return True
-        waiter.woken.acquire()  # chosen as it gave up: the release wakes it at once
-        return True
+            except IndexError:  # a running thread took the slot first
+                if time.monotonic() >= deadline:
+                    return False
+                continue
 
     def release(self) -> None:
-        """Give a slot back: to the thread that has waited longest, else to the free list."""
+        """Give a slot back, and wake the thread that has waited longest."""
+        self._free.append(None)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
         while True:
-            while self._waiters:
-                try:
-                    waiter = self._waiters.popleft()
-                except IndexError:
-                    break
-                if waiter.chosen.acquire(blocking=False):
-                    waiter.woken.release()
-                    return
-            self._free.append(None)
-            if not self._waiters:  # a thread that queued meanwhile looks at the free list itself (see acquire)
-                return
             try:
-                self._free.pop()  # take it back for a waiter
+                waiter = self._waiters.popleft()
             except IndexError:
-                return  # someone took it
+                return
+            if waiter.chosen.acquire(blocking=False):
+                waiter.woken.release()
+                return

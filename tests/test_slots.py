@@ -1,4 +1,4 @@
-"""The client's connection slots: never more holders than slots, no slot lost, waits in FIFO order, timeouts."""
+"""The client's connection slots: never more holders than slots, no slot lost, wake-ups in FIFO order, timeouts."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_a_wait_without_a_free_slot_times_out_and_takes_nothing() -> None:
     assert not slots.acquire(0)
 
 
-def test_a_release_hands_the_slot_to_the_thread_that_waited_longest() -> None:
+def test_a_release_wakes_the_thread_that_waited_longest() -> None:
     slots = Slots(1)
     assert slots.acquire(1)
     order: list[int] = []
@@ -45,6 +45,52 @@ def test_a_release_hands_the_slot_to_the_thread_that_waited_longest() -> None:
     for thread in threads:
         thread.join(10)
     assert order == [0, 1, 2, 3, 4]
+
+
+def test_a_running_thread_may_take_a_freed_slot_and_the_woken_one_gets_the_next() -> None:
+    slots = Slots(1)
+    assert slots.acquire(1)
+    waiter, result = _in_thread(lambda: slots.acquire(5))
+    time.sleep(0.1)  # it sleeps in the queue
+    slots.release()
+    took = slots.acquire(0)  # this thread still runs: it takes the slot, unless the woken one was quicker
+    if took:
+        time.sleep(0.1)
+        assert waiter.is_alive(), "the woken thread went on without a slot"
+        slots.release()
+    waiter.join(10)
+    assert result == [True]
+    slots.release()
+    assert slots.acquire(0) and not slots.acquire(0), "a slot was lost or made"
+
+
+def test_a_thread_woken_just_as_it_gives_up_takes_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its wait times out, and before it can say so a release wakes it: that wake-up must not be lost.
+    slots = Slots(1)
+    assert slots.acquire(1)
+
+    class TimesOutAsReleased:
+        def __init__(self, lock: Any) -> None:
+            self.lock = lock
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if timeout == -1:
+                return bool(self.lock.acquire())
+            slots.release()  # the release comes just as the wait ends
+            return False
+
+        def release(self) -> None:
+            self.lock.release()
+
+    class Waiter(_slots._Waiter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.woken = TimesOutAsReleased(self.woken)  # type: ignore[assignment]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_slots, "_Waiter", Waiter)
+        assert slots.acquire(5)
+    assert not slots.acquire(0), "a slot was made"
 
 
 class _Paused(deque[Any]):
