@@ -19,7 +19,6 @@ the client.
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -334,7 +334,7 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
             raise RuntimeError(f"the benchmark worker failed:\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         if "stall_dump" in result:
-            print(f"({kind}, N = {n}: the run stalled; every thread's stack is in {result['stall_dump']})")
+            print(f"({kind}, N = {n}: the run stalled; every thread's stack, grouped, is in {result['stall_dump']})")
         if result.get("library_warnings"):
             said = "; ".join(f"{count} times {template!r}"
                              for template, count in list(result["library_warnings"].items())[:6])
@@ -424,6 +424,18 @@ def _states(states: dict[str, int]) -> str:
 _LABELS = {"bare": "no library (threads only)", "memory": "ours, MemoryLog", "http": "ours, local S2 over HTTP"}
 
 
+def _dump_stacks(path: Path) -> None:
+    """Every thread's stack into ``path``, threads with the same stack counted together, most first.
+
+    (faulthandler shows only 100 threads, the newest: in a stall, never the ones it was about.)
+    """
+    stacks = Counter("".join(traceback.format_stack(frame)) for frame in sys._current_frames().values())
+    with path.open("w") as out:
+        out.write(f"{sum(stacks.values())} threads, {len(stacks)} different stacks\n\n")
+        for stack, count in stacks.most_common():
+            out.write(f"--- {count} thread(s):\n{stack}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", default="100,500,1000", help="comma-separated N (default: %(default)s)")
@@ -444,16 +456,16 @@ def main() -> None:
 
             monkey.patch_all()
         # A run that takes four times its nominal length has stalled: every thread's stack goes to a file
-        # (once), for whoever looks into it; the parent says where.
+        # (once, grouped: how many threads stand where), for whoever looks into it; the parent says where.
         stall_dump = Path(tempfile.gettempdir()) / f"resumable-stream-stall-{os.getpid()}.txt"
-        with stall_dump.open("w") as dump:
-            faulthandler.dump_traceback_later(4 * args.waves * (1 + args.tokens / args.rate), file=dump)
-            result = measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate)
-            faulthandler.cancel_dump_traceback_later()
-        if stall_dump.stat().st_size:
+        watchdog = threading.Timer(4 * args.waves * (1 + args.tokens / args.rate), _dump_stacks, (stall_dump,))
+        watchdog.name, watchdog.daemon = "scale watchdog", True
+        watchdog.start()
+        result = measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate)
+        watchdog.cancel()
+        watchdog.join()
+        if stall_dump.exists():
             result["stall_dump"] = str(stall_dump)
-        else:
-            stall_dump.unlink()
         print(json.dumps(result))
         return
     kinds = [k for k in args.logs.split(",") if k]
