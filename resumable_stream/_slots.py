@@ -11,7 +11,7 @@ Here a free slot is taken or given back with one deque operation, and no lock
 is shared: a thread that finds no free slot queues a waiter of its own and
 sleeps on that waiter's lock, and a release frees its slot, then wakes the
 thread that has waited longest. A running thread may take the freed slot
-first (the woken one then waits again): handing the slot to the sleeper
+first (the woken one then waits again, first in line): handing the slot to the sleeper
 instead would leave it unused until that thread gets the GIL, which at a
 thousand threads is a long wait, and every slot would convoy the same way.
 """
@@ -53,9 +53,10 @@ class Slots:
         except IndexError:
             pass
         deadline = time.monotonic() + timeout
+        queue = self._waiters.append
         while True:
             waiter = _Waiter()
-            self._waiters.append(waiter)
+            queue(waiter)
             # A release frees its slot before it looks for a waiter, and this looks at the free slots after
             # queueing: one of the two sees the other, so no slot stays free while a thread sleeps.
             try:
@@ -63,21 +64,27 @@ class Slots:
             except IndexError:
                 pass
             else:
-                if not waiter.chosen.acquire(blocking=False):  # a release woke it as well: wake another
-                    waiter.woken.acquire()
-                    self._wake_one()
+                self._withdraw(waiter)
                 return True
-            if not waiter.woken.acquire(timeout=min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)):
-                if waiter.chosen.acquire(blocking=False):
-                    return False  # no release woke it in time
-                waiter.woken.acquire()  # woken as it gave up: the release wakes it at once
             try:
+                woken = waiter.woken.acquire(timeout=min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
+            except BaseException:  # interrupted: a gevent.Timeout, a signal handler's exception
+                self._withdraw(waiter)
+                raise
+            if not woken and waiter.chosen.acquire(blocking=False):
+                return False  # no release woke it in time
+            try:  # woken (perhaps just as it gave up)
                 free.pop()
                 return True
-            except IndexError:  # a running thread took the slot first
+            except IndexError:  # a running thread took the slot first: wait again, first in line
                 if time.monotonic() >= deadline:
                     return False
-                continue
+                queue = self._waiters.appendleft
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """Stop ``waiter`` from being woken; if a release has chosen it already, wake another in its place."""
+        if not waiter.chosen.acquire(blocking=False):
+            self._wake_one()
 
     def release(self) -> None:
         """Give a slot back, and wake the thread that has waited longest."""

@@ -88,19 +88,22 @@ class Writer:
             event.set()
 
     def _start_thread(self) -> None:
-        # Started under the lock (the new thread waits for it in _next), so that close() joins only started threads.
+        # Started under the lock (the new thread waits for it in _next), so that close() sees each thread
+        # once it has started, or once its start has failed. Starts are rare: at most `threads`, then one
+        # after an idle spell.
         with self._lock:
             if self._threads >= self._max_threads or self._closed:
                 return
             thread = threading.Thread(target=self._run, name="resumable-stream writer", daemon=True)
-            try:
-                thread.start()
-            except BaseException:  # no thread (at interpreter exit, say): fail only if none runs
-                if not self._threads:
-                    raise
-                return
             self._threads += 1
             self._running.add(thread)
+            try:
+                thread.start()
+            except Exception:  # no thread (at interpreter exit, say): uncount it; fail only if none runs
+                self._threads -= 1
+                self._running.discard(thread)
+                if not self._threads:
+                    raise
 
     def close(self, timeout: float = 2.0) -> None:
         """End the writer threads (once every producer is done), waiting up to ``timeout`` seconds for them."""
@@ -111,7 +114,8 @@ class Writer:
                 self._wake_for(-math.inf)
         deadline = time.monotonic() + timeout
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():  # (not one whose start was interrupted before it ran)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _next(self) -> tuple[int, Producer] | None:
         """Wait for the entry due first; None after a long idle spell (the thread then ends)."""

@@ -131,17 +131,20 @@ def test_a_writer_thread_that_cannot_start_is_not_counted(monkeypatch: pytest.Mo
 def test_close_while_a_writer_thread_starts_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # close() on another thread, between a writer thread's creation and its start, joins it once started.
     writer = Writer(MemoryLog(), threads=1)
-    starting = threading.Event()
+    closing_now = threading.Event()
     start = threading.Thread.start
+    started: list[threading.Thread] = []
 
     def slow_start(self: threading.Thread) -> None:
-        starting.set()
-        time.sleep(0.3)  # close() runs meanwhile
+        assert closing_now.wait(5)
+        time.sleep(0.1)  # close() runs meanwhile
         start(self)
+        started.append(self)
 
     errors: list[BaseException] = []
 
     def close() -> None:
+        closing_now.set()
         try:
             writer.close(timeout=5)
         except BaseException as exc:
@@ -152,8 +155,8 @@ def test_close_while_a_writer_thread_starts_waits_for_it(monkeypatch: pytest.Mon
         patched.setattr(threading.Thread, "start", slow_start)
         scheduling = threading.Thread(target=writer.schedule, args=(_Recorder(), time.monotonic() + 30, 1))
         start(scheduling)
-        assert starting.wait(5)
         start(closing)
         scheduling.join(5)
     closing.join(10)
     assert not closing.is_alive() and errors == []
+    assert started and not started[0].is_alive(), "close() returned before the writer thread ended"
