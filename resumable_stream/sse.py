@@ -49,7 +49,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .chunks import describe_failure
+from .chunks import describe_failure, valid_text
 from .exceptions import StreamError, StreamFailed
 from .protocol import StreamState
 from .reader import ResumableStream, parse_cursor
@@ -80,7 +80,6 @@ ABANDONED_MESSAGE = "the stream was abandoned: the process writing it stopped be
 #: Turns a failure into the text clients see; see :func:`client_error`.
 ErrorMessage = Callable[[StreamFailed], str]
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _END_EVENTS = {
     StreamState.COMPLETED: "end",
     StreamState.FAILED: "error",
@@ -105,11 +104,8 @@ def format_event(data: str, *, id: str | None = None, event: str | None = None) 
 
 
 def _utf8(text: str) -> bytes:
-    """``text`` as UTF-8, with U+FFFD for lone surrogates (which UTF-8 cannot carry)."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+    """``text`` as UTF-8, with U+FFFD for lone surrogates (which UTF-8 cannot carry) and surrogate pairs joined."""
+    return valid_text(text).encode("utf-8")
 
 
 def client_error(stream_id: str, error: str | None, error_message: ErrorMessage | None = None) -> str:
