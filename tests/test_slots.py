@@ -26,9 +26,8 @@ def test_a_wait_without_a_free_slot_times_out_and_takes_nothing() -> None:
     assert not slots.acquire(0)
 
 
-def test_a_release_wakes_the_thread_that_waited_longest() -> None:
-    slots = Slots(1)
-    assert slots.acquire(1)
+def _queued(slots: Slots, count: int) -> tuple[list[threading.Thread], list[int]]:
+    """``count`` threads queued for a slot, one after the other; each notes its number once it has one."""
     order: list[int] = []
 
     def wait(n: int) -> None:
@@ -37,10 +36,17 @@ def test_a_release_wakes_the_thread_that_waited_longest() -> None:
         slots.release()
 
     threads = []
-    for n in range(5):
+    for n in range(count):
         threads.append(threading.Thread(target=wait, args=(n,)))
         threads[-1].start()
         _wait_until(lambda n=n: len(slots._waiters) == n + 1)  # each queues before the next
+    return threads, order
+
+
+def test_a_release_wakes_the_thread_that_waited_longest() -> None:
+    slots = Slots(1)
+    assert slots.acquire(1)
+    threads, order = _queued(slots, 5)
     slots.release()
     for thread in threads:
         thread.join(10)
@@ -50,27 +56,15 @@ def test_a_release_wakes_the_thread_that_waited_longest() -> None:
 def test_a_running_thread_may_take_a_freed_slot_and_the_woken_one_stays_first_in_line() -> None:
     slots = Slots(1)
     assert slots.acquire(1)
-    order: list[int] = []
-
-    def wait(n: int) -> None:
-        assert slots.acquire(10)
-        order.append(n)
-        slots.release()
-
-    first = threading.Thread(target=wait, args=(1,))
-    first.start()
-    _wait_until(lambda: len(slots._waiters) == 1)
-    second = threading.Thread(target=wait, args=(2,))
-    second.start()
-    _wait_until(lambda: len(slots._waiters) == 2)
+    threads, order = _queued(slots, 2)
     slots.release()
     if slots.acquire(0):  # this thread still runs: it takes the slot, unless the woken one was quicker
         time.sleep(0.1)
         assert order == [], "a woken thread went on without a slot"
         slots.release()
-    first.join(10)
-    second.join(10)
-    assert order == [1, 2], "the woken thread lost its place in line"
+    for thread in threads:
+        thread.join(10)
+    assert order == [0, 1], "the woken thread lost its place in line"
     assert slots.acquire(0) and not slots.acquire(0), "a slot was lost or made"
 
 
