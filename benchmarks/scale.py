@@ -19,6 +19,7 @@ the client.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -51,7 +52,9 @@ RAMP = 1.0
 
 
 class _Counters:
-    """HTTP requests and new TCP connections made by urllib3 in this process."""
+    """HTTP requests and new TCP connections made by urllib3 in this process, and the garbage collector's
+    pauses (every thread stands still during one; under a GIL herd the collecting thread is descheduled
+    too, and a pause can last a second)."""
 
     def __init__(self) -> None:
         import urllib3.connection
@@ -59,6 +62,10 @@ class _Counters:
 
         self.requests = 0
         self.connections = 0
+        self.gc_seconds = 0.0
+        self.gc_longest = 0.0  # since the last reset_longest()
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
         pool = urllib3.connectionpool.HTTPConnectionPool
         make_request = pool._make_request
         connect = urllib3.connection.HTTPConnection.connect
@@ -73,6 +80,17 @@ class _Counters:
 
         pool._make_request = counted_request  # type: ignore[method-assign]
         urllib3.connection.HTTPConnection.connect = counted_connect  # type: ignore[method-assign]
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._gc_started
+        self.gc_seconds += pause
+        self.gc_longest = max(self.gc_longest, pause)
+
+    def reset_longest(self) -> None:
+        self.gc_longest = 0.0
 
 
 class _Bare:
@@ -235,7 +253,8 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         receiver.consume(stream)
 
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    requests0, connections0 = counters.requests, counters.connections
+    requests0, connections0, gc0 = counters.requests, counters.connections, counters.gc_seconds
+    counters.reset_longest()
     sampler = threading.Thread(target=sample, name="scale sampler", daemon=True)
     sampler.start()
     t0 = time.perf_counter() + 0.2
@@ -289,6 +308,8 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         "library_threads_peak": peak_threads - baseline_threads,
         "http_requests": counters.requests - requests0,
         "tcp_connections": counters.connections - connections0,
+        "gc_pauses_s": counters.gc_seconds - gc0,
+        "gc_longest_pause_ms": counters.gc_longest * 1000,
     }
 
 
@@ -408,6 +429,8 @@ def table(n: int, peer_result: dict[str, Any] | None, results: dict[str, dict[st
     row("connections opened", p.get("redis", {}).get("connections"), ours_values("tcp_connections"), 0, ratio=False)
     row("library threads (peak)", None, ours_values("library_threads_peak"), 0, ratio=False)
     row("voluntary context switches", None, ours_values("voluntary_switches"), 0, ratio=False)
+    row("GC pauses s", None, ours_values("gc_pauses_s"), 2, ratio=False)
+    row("  the longest ms", None, ours_values("gc_longest_pause_ms"), 0, ratio=False)
     header = [f"N = {n}", "Vercel (Redis)", *[_LABELS[k] for k in columns]]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
@@ -427,13 +450,20 @@ _LABELS = {"bare": "no library (threads only)", "memory": "ours, MemoryLog", "ht
 def _dump_stacks(path: Path) -> None:
     """Every thread's stack into ``path``, threads with the same stack counted together, most first.
 
-    (faulthandler shows only 100 threads, the newest: in a stall, never the ones it was about.)
+    The stacks are taken as code locations first, without reading a source line, and only the distinct
+    ones are formatted: in a GIL herd this thread gets the GIL rarely, and reading a source line per
+    frame of two thousand threads once took it minutes. (faulthandler shows only 100 threads, the
+    newest: in a stall, never the ones it was about.)
     """
-    stacks = Counter("".join(traceback.format_stack(frame)) for frame in sys._current_frames().values())
+    stacks = Counter(
+        tuple((f.f_code.co_filename, line, f.f_code.co_name) for f, line in traceback.walk_stack(frame))[::-1]
+        for frame in sys._current_frames().values()
+    )
     with path.open("w") as out:
         out.write(f"{sum(stacks.values())} threads, {len(stacks)} different stacks\n\n")
         for stack, count in stacks.most_common():
-            out.write(f"--- {count} thread(s):\n{stack}\n")
+            summary = traceback.StackSummary.from_list([(f, line, name, None) for f, line, name in stack])
+            out.write(f"--- {count} thread(s):\n{''.join(summary.format())}\n")
 
 
 def main() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
 from benchmarks import scale
@@ -14,9 +17,30 @@ def test_the_scale_benchmark_runs_and_every_reader_is_exact(kind: str) -> None:
     assert (wave["live_complete"], wave["resumers_complete"], wave["resumers_missing"]) == (20, 20, 0)
     assert wave["end_states"] == {"completed": 40} and wave["hung_threads"] == 0
     assert wave["library_threads_peak"] <= 20 + 6  # a source thread per stream; writers and watchers shared
+    assert 0 <= wave["gc_longest_pause_ms"] <= 1000 * wave["gc_pauses_s"] + 1e-9
 
 
 def test_the_scale_benchmark_runs_under_gevent() -> None:
     [wave] = scale.ours("memory", 20, tokens=40, rate=20.0, gevent=True)["waves"]
     assert (wave["live_complete"], wave["resumers_complete"]) == (20, 20)
     assert wave["end_states"] == {"completed": 40}
+
+
+def test_a_stall_dump_counts_threads_that_stand_in_one_place_together(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def parked() -> None:
+        release.wait(30)
+
+    threads = [threading.Thread(target=parked) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    try:
+        scale._dump_stacks(tmp_path / "dump.txt")
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    text = (tmp_path / "dump.txt").read_text()
+    first = text.split("--- ")[1]
+    assert first.startswith("5 thread(s):") and "in parked" in first and "release.wait(30)" in first
