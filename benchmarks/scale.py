@@ -3,6 +3,7 @@
     python -m benchmarks.scale                      # N = 100, 500, 1000; MemoryLog, local S2 over HTTP, peer
     python -m benchmarks.scale --streams 20 --logs memory --no-peer
     python -m benchmarks.scale --gevent             # the same, monkey-patched by gevent
+    python -m benchmarks.scale --streams 1000 --logs http --switch-interval 0.05   # threads switch less often
 
 N streams x 200 tokens at 20 tokens/s, starts spread over 1 s. Each stream
 has its live consumer (the creator's iterator, read on the thread that created
@@ -342,12 +343,14 @@ def s2_server() -> Iterator[tuple[str, int]]:
 
 
 def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int = TOKENS,
-         rate: float = RATE) -> dict[str, Any]:
+         rate: float = RATE, switch_interval: float | None = None) -> dict[str, Any]:
     """One measurement of ours in a fresh process (with a fresh local server for ``http``)."""
     command = [sys.executable, "-m", "benchmarks.scale", "--worker", kind, "--streams", str(n), "--waves", str(waves),
                "--tokens", str(tokens), "--rate", str(rate)]
     if gevent:
         command.append("--gevent")
+    if switch_interval is not None:
+        command += ["--switch-interval", str(switch_interval)]
 
     def run(url: str | None) -> dict[str, Any]:
         done = subprocess.run(command + ([url] if url else []), capture_output=True, text=True, timeout=1200)
@@ -476,11 +479,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=RATE, help="tokens per second (default: %(default)s)")
     parser.add_argument("--no-peer", action="store_true", help="do not run the peer")
     parser.add_argument("--gevent", action="store_true", help="monkey-patch with gevent first (needs gevent)")
+    parser.add_argument("--switch-interval", type=float,
+                        help="sys.setswitchinterval() in the measuring process (CPython's default: 0.005 s)")
     parser.add_argument("--json-out", help="also write every result to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("url", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        if args.switch_interval is not None:
+            sys.setswitchinterval(args.switch_interval)
         if args.gevent:
             from gevent import monkey
 
@@ -508,7 +515,8 @@ def main() -> None:
                 peer_result = peer.run(f"concurrency-{n}")
             else:
                 print(f"(peer skipped: {reason})")
-        results = {kind: ours(kind, n, waves=args.waves, gevent=args.gevent, tokens=args.tokens, rate=args.rate)
+        results = {kind: ours(kind, n, waves=args.waves, gevent=args.gevent, tokens=args.tokens, rate=args.rate,
+                              switch_interval=args.switch_interval)
                    for kind in kinds}
         table(n, peer_result, results)
         everything[str(n)] = {"peer": peer_result, **results}
