@@ -239,15 +239,20 @@ def sse_events(response: urllib3.BaseHTTPResponse, url: str) -> Iterator[tuple[s
     Raises a retryable, ambiguous-free :class:`Failure` if the stream breaks off before ``[DONE]``.
     """
     event, data = "", list[str]()
-    buffer = b""
+    # The pieces of a line not yet ended, joined once its end comes: a batch's data line (up to ~1.4 MB)
+    # arrives in many reads, and adding each to a buffer would copy and split it again every time.
+    partial: list[bytes] = []
     failure: Failure | None = None
     try:
         while True:
             chunk = response.read1(65536)
             if not chunk:
                 break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
+            partial.append(chunk)
+            if b"\n" not in chunk:
+                continue
+            *lines, rest = b"".join(partial).split(b"\n")
+            partial = [rest]
             for raw in lines:
                 line = raw.decode("utf-8", "replace").rstrip("\r")
                 if not line:

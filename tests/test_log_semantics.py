@@ -187,6 +187,19 @@ def test_large_appends_are_split_into_valid_batches(log: Log, stream_name: str) 
     assert [len(r.body) for r in got[2500:]] == [MAX_BATCH_BYTES // 2] * 3
 
 
+@pytest.mark.parametrize("text", [False, True])
+def test_a_read_session_carries_batches_near_the_byte_limit_whole(log: Log, stream_name: str, text: bool) -> None:
+    # Over HTTP each batch is one event whose data line (~1 MiB of JSON, more as base64) takes many
+    # socket reads; a two-byte character at every other position puts character boundaries across them.
+    piece = ("é" * 80_000 + "x").encode()
+    records = [Record(piece + str(i).encode()) for i in range(20)]  # about 3 MiB: three batches or more
+    log.append(stream_name, records)
+    session = log.read_session(stream_name, seq_num=0, count=len(records), text=text)
+    batches = [batch for batch in session if isinstance(batch, ReadBatch)]
+    assert len(batches) >= 3
+    assert [r.body for batch in batches for r in batch.records] == [r.body for r in records]
+
+
 def test_a_record_over_one_mib_is_refused_before_anything_is_written(log: Log, stream_name: str) -> None:
     with pytest.raises(ValueError, match="1 MiB"):
         log.append(stream_name, [Record(b"ok"), Record(b"x" * MAX_BATCH_BYTES)])
