@@ -40,8 +40,6 @@ logger = logging.getLogger(__name__)
 _MAX_SPACING = 0.25
 # Most bytes waiting to be written before the source is paused (backpressure on a source faster than the log).
 _MAX_PENDING_BYTES = 4 * MAX_BATCH_BYTES
-# Longest a thread waits on a condition before it checks again (every notification also wakes it).
-_RECHECK = 1.0
 #: How far (in seconds of production) the creator may run ahead of what the log has taken: past this,
 #: while the log does not answer, it is handed only written chunks. So when writing fails for good, the
 #: creator has been shown at most this much that no other reader will ever see.
@@ -192,7 +190,7 @@ class Producer:
         with self._lock:  # the condition's own lock: entering it directly saves a Python call per chunk
             while self._pending_bytes > _MAX_PENDING_BYTES and self._finishing is None:
                 self._waiting_source = True  # the log is slower than the source: let the writer catch up
-                self._cond.wait(_RECHECK)
+                self._cond.wait()  # taking a batch, finishing and ending notify
             self._waiting_source = False
             if self._finishing is not None:
                 return False
@@ -459,10 +457,13 @@ class Producer:
                     return [], self._outcome
                 if self._live is None:
                     return [], None  # detached: its reader was closed
-                remaining = _RECHECK if deadline is None else min(deadline - time.monotonic(), _RECHECK)
-                if remaining <= 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
                     return [], None
-                # The source queues under this lock, so nothing can arrive unseen before the wait begins.
+                # Everything that can change the answer above happens under this lock and notifies a waiting
+                # reader (a chunk, an append landing, overflow, the outcome, detach), so the wait needs no
+                # timeout of its own: none to wake a thousand idle readers every second, and under gevent
+                # no Timeout object per wait.
                 self._waiting_reader = True
                 self._cond.wait(remaining)
                 self._waiting_reader = False

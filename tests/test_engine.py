@@ -1005,6 +1005,45 @@ def test_the_creator_runs_no_further_ahead_of_a_stalled_log_than_its_lead(
         assert seen + list(live) == [f"tok{i} " for i in range(30)]
 
 
+def test_a_creator_held_back_by_its_lead_gets_the_chunks_once_they_are_written_while_its_source_is_idle(
+    stream_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The creator waits with no timeout of its own: the append that lands must wake it, even though its
+    # source (a model thinking) yields nothing more for now.
+    monkeypatch.setattr("resumable_stream.producer.LIVE_LEAD", 0.3)
+    stalled, thinking = threading.Event(), threading.Event()
+
+    class Stalling(MemoryLog):
+        def append(self, stream: str, records: Any, **kwargs: Any) -> Any:
+            if stream == stream_name and kwargs.get("match_seq_num", 0) > 1:
+                stalled.wait(10)
+            return super().append(stream, records, **kwargs)
+
+    def source() -> Iterator[str]:
+        for i in range(20):
+            time.sleep(0.05)
+            yield f"tok{i} "
+        thinking.wait(10)
+
+    with ResumableStreamContext(Stalling()) as ctx:
+        live = ctx.create_new_resumable_stream(stream_name, source)
+        assert live is not None
+        seen: list[str] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 1.3:
+            if (event := live.next_event(0.1)) is not None:
+                seen.append(event[1])
+        assert len(seen) < 20  # held back
+        stalled.set()
+        started = time.monotonic()
+        while len(seen) < 20 and time.monotonic() - started < 5:
+            if (event := live.next_event(5)) is not None:
+                seen.append(event[1])
+        assert seen == [f"tok{i} " for i in range(20)] and not thinking.is_set()
+        thinking.set()
+        assert list(live) == []
+
+
 @pytest.mark.parametrize("which", ["resumer", "creator"])
 def test_a_reader_closed_from_another_thread_returns_at_once(log: Log, stream_name: str, which: str) -> None:
     gate = Gate(["one "], ["two "])
