@@ -21,8 +21,6 @@ import bisect
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from itertools import repeat
-from operator import itemgetter
 
 from ._fork import reset_after_fork
 from .exceptions import (
@@ -40,7 +38,6 @@ from .log import (
     MAX_FENCING_TOKEN_BYTES,
     MAX_READ_WAIT,
     AppendAck,
-    Header,
     ReadBatch,
     ReadSession,
     Record,
@@ -115,15 +112,6 @@ def _check_command(record: Record) -> None:
         raise _invalid("unknown command")
 
 
-_Stored = tuple[int, int, bytes, tuple[Header, ...]]  # a SequencedRecord's fields, in a plain tuple
-_TIMESTAMP = itemgetter(1)
-
-
-def _sequenced(stored: Sequence[_Stored]) -> tuple[SequencedRecord, ...]:
-    # tuple.__new__ over the fields: a third of the named constructor's cost
-    return tuple(map(tuple.__new__, repeat(SequencedRecord), stored))
-
-
 class MemoryStream:
     """One stream: its records, tail and fencing token, behind a lock of its own.
 
@@ -151,11 +139,7 @@ class MemoryStream:
         self._persist = persist
         self._encode = encode
         self._cond = threading.Condition(threading.Lock())
-        # Records are kept as plain tuples, (seq_num, timestamp, body, headers), and made SequencedRecords
-        # on the way out: the garbage collector stops tracking a plain tuple of plain values once it has
-        # survived a collection, but never a named tuple, so a log of a million SequencedRecords would be
-        # walked through in full by every full collection, every thread of the process waiting.
-        self._records: list[_Stored] = []
+        self._records: list[SequencedRecord] = []
         self._sizes: list[int] = []
         self._encoded: list[bytes] = []
         self._first_seq = 0  # sequence number of _records[0]; moves forward on trim
@@ -177,7 +161,7 @@ class MemoryStream:
     ) -> None:
         """Load saved state into a new, empty stream (the durable store does this at start-up)."""
         with self._cond:
-            self._records = [(r.seq_num, r.timestamp, r.body, r.headers) for r in records]
+            self._records = list(records)
             self._sizes = [record.metered_size for record in records]
             if self._encode is not None:
                 self._encoded = [self._encode(record) for record in records]
@@ -240,7 +224,8 @@ class MemoryStream:
             last = self._last_timestamp
             token = self._fencing_token
             first = self._first_seq
-            stored: list[_Stored] = []
+            sequenced: list[SequencedRecord] = []
+            new, cls = tuple.__new__, SequencedRecord  # the tuple's own constructor: a third of the named one's
             for offset, record in enumerate(records):
                 timestamp = record.timestamp
                 if timestamp is None or mode == "arrival" or (not uncapped and timestamp > arrival):
@@ -250,21 +235,19 @@ class MemoryStream:
                 last = timestamp
                 seq_num = start_seq + offset
                 headers = record.headers
-                stored.append((seq_num, timestamp, record.body, headers))
+                sequenced.append(new(cls, (seq_num, timestamp, record.body, headers)))
                 if len(headers) == 1 and headers[0][0] == b"":
                     if headers[0][1] == b"fence":
                         token = record.body.decode()
                     else:  # trim; check_batch allows no other command
                         first = max(first, min(int.from_bytes(record.body, "big"), seq_num + 1))
-            end = start_seq + len(stored)
-            if self._persist is not None or self._encode is not None:
-                sequenced = _sequenced(stored)
-                if self._persist is not None:
-                    self._persist(sequenced, token, first)
-                if self._encode is not None:
-                    self._encoded.extend(map(self._encode, sequenced))
-            self._records.extend(stored)
+            end = start_seq + len(sequenced)
+            if self._persist is not None:
+                self._persist(sequenced, token, first)
+            self._records.extend(sequenced)
             self._sizes.extend(sizes)
+            if self._encode is not None:
+                self._encoded.extend(map(self._encode, sequenced))
             self._next_seq = end
             self._last_timestamp = last
             self._fencing_token = token
@@ -275,7 +258,7 @@ class MemoryStream:
             if self._waiting:
                 self._cond.notify_all()
         tail = StreamPosition(end, last)
-        return AppendAck(StreamPosition(start_seq, stored[0][1]), tail, tail)
+        return AppendAck(StreamPosition(start_seq, sequenced[0].timestamp), tail, tail)
 
     # -- reads -----------------------------------------------------------
 
@@ -406,7 +389,7 @@ class MemoryStream:
         with self._cond:
             index = records[0].seq_num - self._first_seq
             end = index + len(records)
-            if index < 0 or end > len(self._records):
+            if index < 0 or end > len(self._records) or self._records[index] is not records[0]:
                 return None
             return self._encoded[index:end]
 
@@ -440,7 +423,7 @@ class MemoryStream:
             start = seq_num
         elif timestamp is not None:
             beyond = timestamp > tail.timestamp
-            start = self._first_seq + bisect.bisect_left(self._records, timestamp, key=_TIMESTAMP)
+            start = self._first_seq + bisect.bisect_left(self._records, timestamp, key=lambda r: r.timestamp)
         else:
             beyond = False
             start = max(tail.seq_num - (tail_offset or 0), 0)
@@ -468,9 +451,9 @@ class MemoryStream:
             stop += 1
         records = self._records[index:stop]
         if until is not None:
-            cut = bisect.bisect_left(records, until, key=_TIMESTAMP)
+            cut = bisect.bisect_left(records, until, key=lambda r: r.timestamp)
             records = records[:cut]
-        return _sequenced(records)
+        return tuple(records)
 
 
 class MemoryLog:
