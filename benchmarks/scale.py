@@ -52,10 +52,33 @@ RAMP = 1.0
 # -- one measurement, in its own process ---------------------------------------
 
 
+class _GcPauses:
+    """The garbage collector's pauses in this process: every thread stands still during one (under a GIL
+    herd the collecting thread is descheduled too, and a pause can last a second)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0  # since the last reset_longest()
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.total += pause
+        self.longest = max(self.longest, pause)
+
+    def reset_longest(self) -> None:
+        self.longest = 0.0
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
 class _Counters:
-    """HTTP requests and new TCP connections made by urllib3 in this process, and the garbage collector's
-    pauses (every thread stands still during one; under a GIL herd the collecting thread is descheduled
-    too, and a pause can last a second)."""
+    """HTTP requests and new TCP connections made by urllib3 in this process, and the GC's pauses."""
 
     def __init__(self) -> None:
         import urllib3.connection
@@ -63,10 +86,7 @@ class _Counters:
 
         self.requests = 0
         self.connections = 0
-        self.gc_seconds = 0.0
-        self.gc_longest = 0.0  # since the last reset_longest()
-        self._gc_started = 0.0
-        gc.callbacks.append(self._on_gc)
+        self.gc = _GcPauses()
         pool = urllib3.connectionpool.HTTPConnectionPool
         make_request = pool._make_request
         connect = urllib3.connection.HTTPConnection.connect
@@ -81,17 +101,6 @@ class _Counters:
 
         pool._make_request = counted_request  # type: ignore[method-assign]
         urllib3.connection.HTTPConnection.connect = counted_connect  # type: ignore[method-assign]
-
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._gc_started = time.perf_counter()
-            return
-        pause = time.perf_counter() - self._gc_started
-        self.gc_seconds += pause
-        self.gc_longest = max(self.gc_longest, pause)
-
-    def reset_longest(self) -> None:
-        self.gc_longest = 0.0
 
 
 class _Bare:
@@ -254,8 +263,8 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         receiver.consume(stream)
 
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    requests0, connections0, gc0 = counters.requests, counters.connections, counters.gc_seconds
-    counters.reset_longest()
+    requests0, connections0, gc0 = counters.requests, counters.connections, counters.gc.total
+    counters.gc.reset_longest()
     sampler = threading.Thread(target=sample, name="scale sampler", daemon=True)
     sampler.start()
     t0 = time.perf_counter() + 0.2
@@ -309,8 +318,8 @@ def _wave(producer: Any, resumer: Any, n: int, counters: _Counters, tokens: int,
         "library_threads_peak": peak_threads - baseline_threads,
         "http_requests": counters.requests - requests0,
         "tcp_connections": counters.connections - connections0,
-        "gc_pauses_s": counters.gc_seconds - gc0,
-        "gc_longest_pause_ms": counters.gc_longest * 1000,
+        "gc_pauses_s": counters.gc.total - gc0,
+        "gc_longest_pause_ms": counters.gc.longest * 1000,
     }
 
 

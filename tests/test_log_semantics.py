@@ -190,7 +190,7 @@ def test_large_appends_are_split_into_valid_batches(log: Log, stream_name: str) 
 @pytest.mark.parametrize("text", [False, True])
 def test_a_read_session_carries_batches_near_the_byte_limit_whole(log: Log, stream_name: str, text: bool) -> None:
     # Over HTTP each batch is one event whose data line (~1 MiB of JSON, more as base64) takes many
-    # socket reads; a two-byte character at every other position puts character boundaries across them.
+    # socket reads; bodies of two-byte characters let a read end inside a character.
     piece = ("é" * 80_000 + "x").encode()
     records = [Record(piece + str(i).encode()) for i in range(20)]  # about 3 MiB: three batches or more
     log.append(stream_name, records)
