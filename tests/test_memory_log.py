@@ -10,7 +10,7 @@ import pytest
 
 from resumable_stream import BadRequest, MemoryLog, NotFound, RangeNotSatisfiable, Record, Unavailable
 from resumable_stream.log import ReadBatch, StreamPosition
-from resumable_stream.memory import MemoryStream
+from resumable_stream.memory_stream import MemoryStream
 
 
 def kinds(items: Iterator[ReadBatch | StreamPosition]) -> list[str]:

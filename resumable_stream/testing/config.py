@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..memory import TIMESTAMPING_MODES
+from ..memory_stream import TIMESTAMPING_MODES
 from .errors import api_error
 
 __all__ = [

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..exceptions import S2Error
-from ..memory import check_batch
+from ..memory_stream import check_batch
 from . import sessions
 from .api import ApiRequest, ApiResponse, json_response, require_json
 from .config import (

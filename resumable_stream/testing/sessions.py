@@ -15,7 +15,7 @@ from typing import Any
 
 from ..exceptions import S2Error
 from ..log import ReadBatch, ReadSession, StreamPosition
-from ..memory import MemoryStream
+from ..memory_stream import MemoryStream
 from .api import ApiRequest, ApiResponse, DropConnection
 from .errors import ApiError, api_error, from_s2_error
 from .jsonshapes import dumps, parse_last_event_id, read_batch_json

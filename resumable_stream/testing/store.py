@@ -1,6 +1,6 @@
 """The local server's state: basins, their streams and configs, in memory or durable in a data directory.
 
-Each stream's records live in a :class:`~resumable_stream.memory.MemoryStream`
+Each stream's records live in a :class:`~resumable_stream.memory_stream.MemoryStream`
 (its own lock; the same semantics as the in-process log). With a
 :class:`~resumable_stream.testing.durable.Journal`, every change is written
 to disk before it is acknowledged, and a new store loads what it holds.
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..exceptions import NotFound, Unavailable
 from ..log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition
-from ..memory import MemoryStream
+from ..memory_stream import MemoryStream
 from .config import BasinConfig, basin_reconfigured, check_stream_config, merge_stream_config
 from .durable import Journal
 from .errors import ApiError, api_error
