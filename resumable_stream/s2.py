@@ -19,7 +19,7 @@ from the environment, with the names of S2's official SDKs:
 
 ``/v1`` is added to an endpoint that has no path.
 
-Retries (see :class:`RetryPolicy`) cover connection errors, timeouts, 408,
+Retries (see :class:`~resumable_stream.retries.RetryPolicy`) cover connection errors, timeouts, 408,
 429 (honouring ``retry-after-ms``), 500, 502, 503, 504 and 409
 ``transaction_conflict``; other 4xx are never retried. An append is never
 duplicated by a retry: an append with ``match_seq_num`` whose outcome is
@@ -35,17 +35,13 @@ import contextlib
 import json
 import logging
 import os
-import random
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
-
-import tenacity
 
 from ._fork import reset_after_fork
 from ._http import Failure, Secret, Transport, classify_event, position, sse_events
@@ -67,6 +63,7 @@ from .log import (
     append_in_batches,
     validate_stream_name,
 )
+from .retries import RetryPolicy, with_retries
 
 __all__ = ["RetryPolicy", "S2Client"]
 
@@ -77,36 +74,6 @@ T = TypeVar("T")
 DEFAULT_ACCOUNT_ENDPOINT = "https://a.s2.dev"
 DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.s2.dev"
 _BASIN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{6,46})[a-z0-9]$")
-# Codes of 5xx answers that guarantee that nothing was written.
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How :class:`S2Client` retries a failed request.
-
-    Attempt *n* (from 1) that fails waits ``min(initial_backoff * 2**(n-1),
-    max_backoff)`` plus a random jitter of up to the same amount, and at
-    least the server's ``retry-after-ms``. Retrying stops after
-    ``max_attempts`` attempts or once ``max_elapsed`` seconds have passed
-    since the first one, whichever comes first. ``RetryPolicy(max_attempts=1)``
-    turns retries off.
-    """
-
-    max_attempts: int = 5
-    max_elapsed: float = 20.0
-    initial_backoff: float = 0.1
-    max_backoff: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if min(self.max_elapsed, self.initial_backoff, self.max_backoff) < 0:
-            raise ValueError("durations must not be negative")
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt``, before ``retry-after-ms``."""
-        base = min(self.initial_backoff * 2.0 ** (attempt - 1), self.max_backoff)
-        return base + random.uniform(0, base)
 
 
 def _endpoint(variable: str, value: str) -> str:
@@ -529,62 +496,7 @@ class S2Client:
 
     def _with_retries(self, attempt: Callable[[], T], what: str, *, idempotent: bool, waits: float = 0,
                       deadline: float | None = None) -> T:
-        """Run ``attempt`` under the retry policy; raise the last error as an :class:`S2Error`.
-
-        ``waits`` is how long an attempt may legitimately take (a long-poll),
-        on top of the policy's budget; ``deadline`` (monotonic) ends retrying
-        earlier.
-        """
         if self._closed.is_set():
             raise Unavailable("the S2 client is closed")
-        try:
-            return attempt()  # the common case, without building a retry loop
-        except Failure as failure:
-            first: Failure | None = failure
-        policy = self.retry
-        budget = policy.max_elapsed + waits
-        if deadline is not None:
-            budget = min(budget, deadline - time.monotonic())
-
-        def retryable(exc: BaseException) -> bool:
-            return isinstance(exc, Failure) and exc.retryable and (idempotent or not exc.ambiguous)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            delay = policy.backoff(state.attempt_number)
-            if isinstance(exc, Failure) and exc.retry_after:
-                delay = max(delay, exc.retry_after)
-            return delay
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            logger.warning("S2 %s failed (%s); retrying in %.2f s (attempt %d of %d)", what, exc,
-                           state.upcoming_sleep, state.attempt_number, policy.max_attempts)
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(retryable),
-            stop=(
-                tenacity.stop_after_attempt(policy.max_attempts)
-                | tenacity.stop_before_delay(budget)
-                | tenacity.stop_when_event_set(self._closed)
-            ),
-            wait=wait,
-            sleep=tenacity.sleep_using_event(self._closed),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        def replayed() -> T:
-            # The first attempt has failed already: tenacity sees its failure, then makes the next attempts.
-            nonlocal first
-            if first is not None:
-                failed, first = first, None
-                raise failed
-            return attempt()
-
-        try:
-            return retrying(replayed)
-        except Failure as failure:
-            error = failure.error
-        raise error
-
-
+        return with_retries(attempt, self.retry, what, idempotent=idempotent, waits=waits, deadline=deadline,
+                            closed=self._closed)

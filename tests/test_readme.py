@@ -166,5 +166,5 @@ def test_the_logging_settings_show_the_library_s_warnings(index: int) -> None:
 def test_the_readme_says_how_to_see_what_each_warning_means() -> None:
     table = (ROOT / README).read_text().split("## Logging", 1)[1].split("\n## ", 1)[0]
     for logger in ("resumable_stream.context", "resumable_stream.producer", "resumable_stream.reader",
-                   "resumable_stream.s2", "resumable_stream.sse"):
+                   "resumable_stream.retries", "resumable_stream.sse"):
         assert f"`{logger}`" in table
