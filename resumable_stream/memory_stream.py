@@ -59,10 +59,12 @@ def _now_ms() -> int:
 
 
 def invalid(message: str) -> BadRequest:
+    """S2's 422 ``invalid`` answer to a request that breaks its rules."""
     return BadRequest(message, status=422, code="invalid")
 
 
 def closed_error() -> Unavailable:
+    """What an operation on a closed log raises."""
     return Unavailable("the log is closed", code="unavailable")
 
 
