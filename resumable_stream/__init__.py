@@ -43,7 +43,7 @@ from .memory import MemoryLog as MemoryLog
 from .protocol import StreamState as StreamState
 from .protocol import StreamStatus as StreamStatus
 from .reader import ResumableStream as ResumableStream
-from .s2 import RetryPolicy as RetryPolicy
+from .retries import RetryPolicy as RetryPolicy
 from .s2 import S2Client as S2Client
 
 __version__ = "0.1.0"

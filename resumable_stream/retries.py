@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How :class:`S2Client` retries a failed request.
+    """How :class:`~resumable_stream.S2Client` retries a failed request.
 
     Attempt *n* (from 1) that fails waits ``min(initial_backoff * 2**(n-1),
     max_backoff)`` plus a random jitter of up to the same amount, and at
@@ -102,6 +102,7 @@ def with_retries(attempt: Callable[[], T], policy: RetryPolicy, what: str, *, id
         before_sleep=before_sleep,
         reraise=True,
     )
+
     def replayed() -> T:
         # The first attempt has failed already: tenacity sees its failure, then makes the next attempts.
         nonlocal first

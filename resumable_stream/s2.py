@@ -65,7 +65,7 @@ from .log import (
 )
 from .retries import RetryPolicy, with_retries
 
-__all__ = ["RetryPolicy", "S2Client"]
+__all__ = ["S2Client"]
 
 logger = logging.getLogger(__name__)
 
