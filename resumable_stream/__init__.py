@@ -39,6 +39,7 @@ from .log import ReadBatch as ReadBatch
 from .log import Record as Record
 from .log import SequencedRecord as SequencedRecord
 from .log import StreamPosition as StreamPosition
+from .log import TextBatch as TextBatch
 from .memory import MemoryLog as MemoryLog
 from .protocol import StreamState as StreamState
 from .protocol import StreamStatus as StreamStatus

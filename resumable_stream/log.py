@@ -142,6 +142,28 @@ class ReadBatch:
     tail: StreamPosition | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TextBatch:
+    """Records of a text read session, every one plain text (a body and no headers), kept as text.
+
+    What :meth:`Log.read_session` with ``text=True`` may yield in place of
+    a :class:`ReadBatch` whose records are all plain: the same records,
+    with the bodies left as the ``str`` they arrived as, which spares
+    encoding them and a text reader decoding them back. :attr:`records`
+    gives them as a :class:`ReadBatch` would.
+    """
+
+    seq_nums: tuple[int, ...]
+    timestamps: tuple[int, ...]
+    texts: tuple[str, ...]
+    tail: StreamPosition | None = None
+
+    @property
+    def records(self) -> tuple[SequencedRecord, ...]:
+        """The records, with UTF-8 bodies."""
+        return tuple(map(SequencedRecord, self.seq_nums, self.timestamps, map(str.encode, self.texts)))
+
+
 class ReadSession:
     """What :meth:`Log.read_session` returns: an iterator of batches and heartbeats that any thread may close.
 
@@ -152,7 +174,7 @@ class ReadSession:
 
     __slots__ = ("_interrupt", "_items", "cancelled")
 
-    def __init__(self, produce: Callable[[threading.Event], Iterator[ReadBatch | StreamPosition]],
+    def __init__(self, produce: Callable[[threading.Event], Iterator[ReadBatch | TextBatch | StreamPosition]],
                  interrupt: Callable[[], None]) -> None:
         self.cancelled = threading.Event()
         self._items = produce(self.cancelled)
@@ -161,7 +183,7 @@ class ReadSession:
     def __iter__(self) -> ReadSession:
         return self
 
-    def __next__(self) -> ReadBatch | StreamPosition:
+    def __next__(self) -> ReadBatch | TextBatch | StreamPosition:
         if self.cancelled.is_set():
             raise StopIteration
         try:
@@ -248,7 +270,9 @@ class Log(Protocol):
 
         ``text=True`` says the records are UTF-8 text: a log may then carry
         them as text (S2's ``raw`` format, cheaper to decode than base64),
-        and bytes that are not UTF-8 arrive with U+FFFD in their place.
+        and bytes that are not UTF-8 arrive with U+FFFD in their place; it
+        may then also yield a batch of plain text records as a
+        :class:`TextBatch`.
         """
         ...
 

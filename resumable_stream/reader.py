@@ -18,6 +18,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterator
+from itertools import repeat
 from typing import Any, Generic, TypeVar, cast
 
 from . import _wire, liveness, protocol
@@ -29,7 +30,7 @@ from .exceptions import (
     StreamAbandoned,
     StreamFailed,
 )
-from .log import Log, ReadBatch, ReadSession, SequencedRecord
+from .log import Log, ReadBatch, ReadSession, SequencedRecord, TextBatch
 from .producer import OVERFLOWED, Producer
 from .protocol import StreamState, StreamStatus
 
@@ -257,12 +258,18 @@ class ResumableStream(Generic[Chunk]):
         except BaseException:
             self._session = None
             raise
-        if isinstance(item, ReadBatch) and item.records:
+        if isinstance(item, TextBatch):
+            self._next_read = item.seq_nums[-1] + 1
+            self._hand(list(zip(item.seq_nums, item.texts, repeat(0))))
+            written = item.timestamps[-1]
+        elif isinstance(item, ReadBatch) and item.records:
             self._take(item.records)
-            # Silence counts from when the last record was written, not from when this reader got it: a
-            # reader catching up on a dead producer's old records must not take them for signs of life.
-            written_ago = max(0.0, time.time() - item.records[-1].timestamp / 1000)
-            self._quiet_since = time.monotonic() - written_ago
+            written = item.records[-1].timestamp
+        else:
+            return True
+        # Silence counts from when the last record was written, not from when this reader got it: a
+        # reader catching up on a dead producer's old records must not take them for signs of life.
+        self._quiet_since = time.monotonic() - max(0.0, time.time() - written / 1000)
         return True
 
     def _take(self, records: tuple[SequencedRecord, ...]) -> None:
@@ -270,7 +277,8 @@ class ResumableStream(Generic[Chunk]):
         hand (the bulk of any batch), the rest for :meth:`_next_logged` to go through one by one.
 
         A stream is read as text until a chunk of bytes shows up: from that record on, it is read again
-        as bytes (a text session would have mangled it).
+        as bytes (a text session would have mangled it). Both queues are empty here: the reader reads
+        only once it has gone through everything it was holding.
         """
         # A batch that starts with plain text records (nearly all do) has them decoded in one pass
         # (tuple indexing: seq_num, body, headers); the run ends at the first other record.
@@ -283,28 +291,24 @@ class ResumableStream(Generic[Chunk]):
             except ValueError:
                 run = len(decoded)
         rest = records[run:]
+        self._next_read = records[-1].seq_num + 1
         if self._text:
             binary = next((i for i, r in enumerate(rest) if r.headers == _wire.BYTES_HEADER), None)
             if binary is not None:
                 self._text = False
                 self._end_session()
                 rest = rest[:binary]
-                self._next_read = (records[run + binary].seq_num)
-            else:
-                self._next_read = records[-1].seq_num + 1
-        else:
-            self._next_read = records[-1].seq_num + 1
-        if self._records:  # records before these still wait to be gone through: keep the order
-            self._records.extend(records[:run])
-            self._records.extend(rest)
-            return
+                self._next_read = records[run + binary].seq_num
         if run:
-            last = self._last_seq
-            chunks = cast("list[tuple[int, str, int]]", decoded[:run])  # no None before the first None
-            if chunks[0][0] <= last:
-                chunks = [chunk for chunk in chunks if chunk[0] > last]  # up to the cursor: skipped
-            self._local.extend(chunks)
+            self._hand(cast("list[tuple[int, str, int]]", decoded[:run]))  # no None before the first None
         self._records.extend(rest)
+
+    def _hand(self, chunks: list[tuple[int, str, int]]) -> None:
+        """Put text chunks read from the log in hand, skipping those up to the cursor."""
+        last = self._last_seq
+        if chunks[0][0] <= last:
+            chunks = [chunk for chunk in chunks if chunk[0] > last]
+        self._local.extend(chunks)
 
     def _patience(self, now: float) -> float:
         """Seconds left before the producer's silence must be judged.

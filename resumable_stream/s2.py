@@ -60,6 +60,7 @@ from .log import (
     ReadSession,
     Record,
     StreamPosition,
+    TextBatch,
     append_in_batches,
     validate_stream_name,
 )
@@ -323,7 +324,7 @@ class S2Client:
 
     def _session(self, stream: str, seq_num: int | None, count: int | None, limit_bytes: int | None,
                  wait: int | None, clamp: bool, text: bool, responses: list[Any],
-                 cancelled: threading.Event) -> Iterator[ReadBatch | StreamPosition]:
+                 cancelled: threading.Event) -> Iterator[ReadBatch | TextBatch | StreamPosition]:
         url = self._records_url(stream)
         headers, parse = (RAW, read_text_batch) if text else (BASE64, read_batch)
         failures = 0
@@ -345,10 +346,15 @@ class S2Client:
                         failures = 0
                         if event == "batch":
                             batch = parse(json.loads(data))
-                            if batch.records:
-                                seq_num = batch.records[-1].seq_num + 1
+                            if isinstance(batch, TextBatch):
+                                delivered, last = len(batch.seq_nums), batch.seq_nums[-1]
+                            else:
+                                delivered = len(batch.records)
+                                last = batch.records[-1].seq_num if delivered else -1
+                            if delivered:
+                                seq_num = last + 1
                                 if count is not None:
-                                    count -= len(batch.records)
+                                    count -= delivered
                                 if limit_bytes is not None:
                                     limit_bytes -= sum(r.metered_size for r in batch.records)
                             yield batch

@@ -14,7 +14,7 @@ PUBLIC = {
     "Log", "MemoryLog", "NotFound", "PermissionDenied", "RangeNotSatisfiable", "RateLimited", "ReadBatch", "Record",
     "ResumableStream", "ResumableStreamContext", "ResumableStreamError", "RetryPolicy", "S2Client", "S2Error",
     "SeqNumMismatch", "SequencedRecord", "StreamAbandoned", "StreamError", "StreamFailed", "StreamPosition",
-    "StreamState", "StreamStatus", "Unavailable",
+    "StreamState", "StreamStatus", "TextBatch", "Unavailable",
 }
 
 

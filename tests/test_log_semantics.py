@@ -17,7 +17,7 @@ from resumable_stream import (
     Record,
     SeqNumMismatch,
 )
-from resumable_stream.log import MAX_BATCH_BYTES, Log, ReadBatch, split_batches
+from resumable_stream.log import MAX_BATCH_BYTES, Log, ReadBatch, TextBatch, split_batches
 
 
 def bodies(log: Log, stream: str, **kwargs: object) -> list[bytes]:
@@ -59,8 +59,19 @@ def test_batches_of_one_shape_read_back_exactly(log: Log, stream_name: str, text
     expected = [(r.body, r.headers) for r in plain + headers_only]
     read = [(r.body, r.headers) for r in log.read(stream_name, seq_num=0).records]
     session = log.read_session(stream_name, seq_num=0, count=8, text=text)
-    followed = [(r.body, r.headers) for batch in session if isinstance(batch, ReadBatch) for r in batch.records]
+    followed = [(r.body, r.headers) for batch in session if isinstance(batch, (ReadBatch, TextBatch))
+                for r in batch.records]
     assert read == followed == expected
+
+
+def test_a_text_session_reads_plain_text_records_as_they_were_written(log: Log, stream_name: str) -> None:
+    # Whatever shape a text session gives its batches (over HTTP, a batch of plain text records comes as
+    # a TextBatch), their records are the ones a read returns, timestamps included.
+    log.append(stream_name, [Record(f"token {i} ✓".encode()) for i in range(300)])
+    read = log.read(stream_name, seq_num=0).records
+    session = log.read_session(stream_name, seq_num=0, count=300, text=True)
+    followed = [r for batch in session if isinstance(batch, (ReadBatch, TextBatch)) for r in batch.records]
+    assert followed == list(read)
 
 
 def test_bodies_may_be_any_bytes_like_object(log: Log, stream_name: str) -> None:
@@ -195,7 +206,7 @@ def test_a_read_session_carries_batches_near_the_byte_limit_whole(log: Log, stre
     records = [Record(piece + str(i).encode()) for i in range(20)]  # about 3 MiB: three batches or more
     log.append(stream_name, records)
     session = log.read_session(stream_name, seq_num=0, count=len(records), text=text)
-    batches = [batch for batch in session if isinstance(batch, ReadBatch)]
+    batches = [batch for batch in session if isinstance(batch, (ReadBatch, TextBatch))]
     assert len(batches) >= 3
     assert [r.body for batch in batches for r in batch.records] == [r.body for r in records]
 

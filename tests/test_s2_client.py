@@ -6,6 +6,7 @@ injected by the server, per operation and stream.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import math
@@ -23,10 +24,13 @@ from resumable_stream import (
     FencingTokenMismatch,
     NotFound,
     RateLimited,
+    ReadBatch,
     Record,
     RetryPolicy,
     S2Client,
     SeqNumMismatch,
+    StreamPosition,
+    TextBatch,
     Unavailable,
 )
 from resumable_stream.testing import S2Server
@@ -441,19 +445,67 @@ def test_an_unexpected_answer_is_unavailable_and_retried(s2_server: S2Server) ->
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(Proxy) as url:
         proxied = S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=url, basin_endpoint=url, retry=FAST_RETRY)
         with proxied, pytest.raises(Unavailable, match="unexpected response"):
             proxied.check_tail("x")
         assert Proxy.calls == FAST_RETRY.max_attempts
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A server that answers every request with ``handler``: its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_a_text_session_hands_plain_text_batches_over_as_text(client: S2Client) -> None:
+    # A batch of plain text records comes as a TextBatch (no bytes made, none decoded back); a batch
+    # with any other record in it as a ReadBatch.
+    client.append("plain", [Record(f"token {i} ✓".encode()) for i in range(500)])
+    session = client.read_session("plain", seq_num=0, count=500, text=True)
+    batches = [b for b in session if not isinstance(b, StreamPosition)]
+    assert batches and all(isinstance(b, TextBatch) for b in batches)
+    assert [t for b in batches for t in b.texts] == [f"token {i} ✓" for i in range(500)]
+    assert [r for b in batches for r in b.records] == list(client.read("plain", seq_num=0).records)
+    client.append("mixed", [Record(b"one"), Record(b"", ((b"rs", b"heartbeat"),)), Record(b"two")])
+    [mixed] = [b for b in client.read_session("mixed", seq_num=0, count=3, text=True) if isinstance(b, ReadBatch)]
+    assert [(r.body, r.headers) for r in mixed.records] == [(b"one", ()), (b"", ((b"rs", b"heartbeat"),)),
+                                                           (b"two", ())]
+
+
+@pytest.mark.parametrize("body", ['"\\ud800"', "5", '""'])
+def test_a_text_batch_that_is_not_text_is_refused_or_read_as_bytes(body: str) -> None:
+    # A lone surrogate or a body that is not a string cannot be text: the session fails as for any
+    # malformed event. An empty body is a record of its own kind, read through the general path.
+    class Events(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            event = b'event: batch\ndata: {"records":[{"seq_num":0,"timestamp":1,"body":%s}]}\n\n' % body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(event) + len(b"data: [DONE]\n\n")))
+            self.end_headers()
+            self.wfile.write(event + b"data: [DONE]\n\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with serving(Events) as url, S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=url,
+                                          basin_endpoint=url, retry=FAST_RETRY) as c:
+        session = c.read_session("x", seq_num=0, text=True)
+        if body == '""':
+            [batch] = list(session)
+            assert isinstance(batch, ReadBatch) and batch.records[0].body == b""
+        else:
+            with pytest.raises(Unavailable, match="unexpected event"):
+                next(session)
 
 
 def test_a_long_poll_is_retried_even_past_the_retry_budget(s2_server: S2Server) -> None:

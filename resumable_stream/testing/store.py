@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from ..exceptions import NotFound, Unavailable
-from ..log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition
+from ..log import AppendAck, ReadBatch, ReadSession, Record, SequencedRecord, StreamPosition
 from ..memory_stream import MemoryStream
 from .config import BasinConfig, basin_reconfigured, check_stream_config, merge_stream_config
 from .durable import Journal
@@ -303,7 +303,7 @@ class BasinLog:
     def read(self, stream: str, **options: Any) -> ReadBatch:
         return self._stream(stream, self._basin.config.create_stream_on_read).read(**options)
 
-    def read_session(self, stream: str, **options: Any) -> Iterator[ReadBatch | StreamPosition]:
+    def read_session(self, stream: str, **options: Any) -> ReadSession:
         return self._stream(stream, self._basin.config.create_stream_on_read).read_session(**options)
 
     def check_tail(self, stream: str) -> StreamPosition:
