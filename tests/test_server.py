@@ -32,8 +32,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from resumable_stream import Record, S2Client
+from resumable_stream import Record, S2Client, SequencedRecord
 from resumable_stream.testing import S2Server
+from resumable_stream.testing.jsonshapes import record_json, records_json
 from resumable_stream.testing.routing import OPERATIONS
 
 SPEC_PATH = Path(__file__).resolve().parent / "s2-spec" / "openapi.json"
@@ -657,6 +658,17 @@ def test_append_ack_and_read_back(client: Client, stream: str) -> None:
     assert set(records[1]) == set(records[2]) == {"seq_num", "timestamp"}  # empty headers and body are omitted
 
 
+def test_a_batch_of_plain_records_is_encoded_as_each_of_them_would_be() -> None:
+    # The server encodes a batch of plain text records in one pass; it must match the record-by-record way.
+    texts = ["plain", 'quo"te', "back\\slash", "tab\tnew\nline\x00\x1f", "ünï ✓ 😀", "\u2028\u2029", "/"]
+    records = [SequencedRecord(i, 1_700_000_000_000 + i, t.encode()) for i, t in enumerate(texts)]
+    records.append(SequencedRecord(len(texts), 1, b"\xff\xfe not UTF-8"))
+    assert records_json(records) == [record_json(r) for r in records]
+    assert [json.loads(line)["body"] for line in records_json(records)][:-1] == texts
+    mixed = [*records, SequencedRecord(99, 2, b"", ((b"rs", b"heartbeat"),))]
+    assert records_json(mixed) == [record_json(r) for r in mixed]
+
+
 def test_timestamps_are_capped_and_monotonic(client: Client, stream: str) -> None:
     future = time.time_ns() // 1_000_000 + 3_600_000
     client.ok_append(
@@ -739,6 +751,9 @@ def test_bad_base64_is_invalid(client: Client, stream: str, bad: str) -> None:
         b'{"records": [{"timestamp": NaN}]}',
         b'{"records": [], "records": []}',
         b'{"records": [{"body": "\\ud800"}]}',
+        b'{"records": [{"body": "a"}, {"body": "b", "body": "c"}]}',
+        b'{"records": [{"body": "a"}, {"body": 1}]}',
+        b'{"records": [{"body": "a"}, {"body": "\\udfff"}]}',
         b'\xff{"records": []}',
     ],
 )

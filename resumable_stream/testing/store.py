@@ -21,7 +21,7 @@ from ..memory_stream import MemoryStream
 from .config import BasinConfig, basin_reconfigured, check_stream_config, merge_stream_config
 from .durable import Journal
 from .errors import ApiError, api_error
-from .jsonshapes import record_json
+from .jsonshapes import records_json
 
 __all__ = ["Basin", "BasinLog", "Store", "StreamEntry"]
 
@@ -182,7 +182,7 @@ class Store:
         persist: Callable[[Sequence[SequencedRecord], str, int], None] | None = None
         if self._journal is not None:
             persist = self._journal.appender(basin, name)
-        stream = MemoryStream(name, heartbeat_interval=self.heartbeat_interval, persist=persist, encode=record_json)
+        stream = MemoryStream(name, heartbeat_interval=self.heartbeat_interval, persist=persist, encode=records_json)
         entry = StreamEntry(name, {}, created_at, stream)
         entry.set_config(config)
         return entry
