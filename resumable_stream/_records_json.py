@@ -59,26 +59,30 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
 
     ``raw`` is the common case (UTF-8 text), but JSON escapes control characters six bytes apiece, so a
     text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
-    are not UTF-8 always do.
+    are not UTF-8 always do. The bytes are those of ``json.dumps`` (compact, non-ASCII kept).
     """
+    plain = not any(map(_HEADERS, batch)) and set(map(_TIMESTAMP_OF, batch)) == {None}
+    end = ""
+    if match_seq_num is not None:
+        end += f',"match_seq_num":{int(match_seq_num)}'
+    if fencing_token is not None:
+        end += f',"fencing_token":{_string(fencing_token)}'
+    end += "}"
 
     def encoded(encode: Callable[[bytes], str]) -> bytes:
-        def item(body: bytes, headers: tuple[tuple[bytes, bytes], ...], timestamp: int | None) -> dict[str, Any]:
+        def item(body: bytes, headers: tuple[tuple[bytes, bytes], ...], timestamp: int | None) -> str:
             entry: dict[str, Any] = {"body": encode(body)}
             if headers:
                 entry["headers"] = [[encode(name), encode(value)] for name, value in headers]
             if timestamp is not None:
                 entry["timestamp"] = timestamp
-            return entry
+            return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
 
-        # A plain record (the bulk of a stream) in the comprehension itself, without a call of its own.
-        records = [{"body": encode(r[0])} if not r[1] and r[2] is None else item(*r) for r in batch]
-        body: dict[str, Any] = {"records": records}
-        if match_seq_num is not None:
-            body["match_seq_num"] = match_seq_num
-        if fencing_token is not None:
-            body["fencing_token"] = fencing_token
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        if plain:  # the bulk of a stream: bodies and nothing else, made in C
+            records = '{"body":' + '},{"body":'.join(map(_string, map(encode, map(_BODY_OF, batch)))) + "}"
+        else:
+            records = ",".join([item(*record) for record in batch])
+        return ('{"records":[' + records + "]" + end).encode()
 
     try:
         try:
@@ -87,13 +91,20 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
             raw = encoded(_utf8)
     except UnicodeDecodeError:
         return encoded(_b64), "base64"
-    payload = sum([len(body) + (sum(len(n) + len(v) for n, v in headers) if headers else 0)
-                   for body, headers, _ in batch])
+    if plain:
+        payload = sum(map(len, map(_BODY_OF, batch)))
+    else:
+        payload = sum([len(body) + (sum(len(n) + len(v) for n, v in headers) if headers else 0)
+                       for body, headers, _ in batch])
     if len(raw) - payload > payload // 3 + 64 * len(batch) + 64:  # escaping may have outgrown base64
         base64 = encoded(_b64)
         if len(base64) < len(raw):
             return base64, "base64"
     return raw, "raw"
+
+
+_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept: as dumps(ensure_ascii=False)
+_BODY_OF, _HEADERS, _TIMESTAMP_OF = itemgetter(0), itemgetter(1), itemgetter(2)  # of a Record
 
 
 def tail_of(data: Mapping[str, Any]) -> StreamPosition:

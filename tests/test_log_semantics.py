@@ -74,6 +74,16 @@ def test_a_text_session_reads_plain_text_records_as_they_were_written(log: Log, 
     assert followed == list(read)
 
 
+@pytest.mark.parametrize("text", ['quo"te, back\\slash, sl/ash', "tab\tnew\nline\x00\x1f\x7f", "\u2028\u2029 😀 ünï",
+                                  "\x01" * 300])
+def test_plain_text_of_any_characters_round_trips_exactly(log: Log, stream_name: str, text: str) -> None:
+    # Over HTTP a batch of plain records is written out by hand, as raw JSON (or base64 when escaping the
+    # control characters would make it larger): whatever the characters, the bytes come back.
+    records = [Record(f"{text} {i}".encode()) for i in range(50)]
+    log.append(stream_name, records, match_seq_num=0, fencing_token="")
+    assert bodies(log, stream_name, seq_num=0) == [r.body for r in records]
+
+
 def test_bodies_may_be_any_bytes_like_object(log: Log, stream_name: str) -> None:
     records = [Record(bytearray(b"text")), Record(memoryview(b"more")), Record(bytearray(b"\xff"))]  # type: ignore[arg-type]
     log.append(stream_name, records)
