@@ -101,6 +101,26 @@ class _Counters:
 
         pool._make_request = counted_request  # type: ignore[method-assign]
         urllib3.connection.HTTPConnection.connect = counted_connect  # type: ignore[method-assign]
+        self._count_http2()
+
+    def _count_http2(self) -> None:
+        """The same for read sessions over HTTP/2, which do not go through urllib3."""
+        from resumable_stream import _http2
+
+        if not _http2.HAVE_H2:
+            return
+        open_session, connect = _http2.Http2Sessions.open, _http2._Connection.connect
+
+        def counted_open(*args: Any, **kwargs: Any) -> Any:
+            self.requests += 1
+            return open_session(*args, **kwargs)
+
+        def counted_connect(*args: Any, **kwargs: Any) -> Any:
+            self.connections += 1
+            return connect(*args, **kwargs)
+
+        _http2.Http2Sessions.open = counted_open  # type: ignore[method-assign]
+        _http2._Connection.connect = counted_connect  # type: ignore[method-assign]
 
 
 class _Bare:
@@ -158,7 +178,8 @@ def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
         return shared, shared
     assert url is not None
     return tuple(  # type: ignore[return-value]
-        S2Client(access_token="bench", basin=BASIN, account_endpoint=url, basin_endpoint=url) for _ in range(2)
+        S2Client(access_token="bench", basin=BASIN, account_endpoint=url, basin_endpoint=url, http2=kind == "http2")
+        for _ in range(2)
     )
 
 
@@ -377,7 +398,7 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
             print(f"({kind}, N = {n}: consumers saw errors, the first ones: {'; '.join(errors)})")
         return result
 
-    if kind != "http":
+    if kind not in ("http", "http2"):
         return run(None)
     with s2_server() as (url, pid):
         cpu0 = _process_cpu(pid)
@@ -456,7 +477,8 @@ def _states(states: dict[str, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(states.items()))
 
 
-_LABELS = {"bare": "no library (threads only)", "memory": "ours, MemoryLog", "http": "ours, local S2 over HTTP"}
+_LABELS = {"bare": "no library (threads only)", "memory": "ours, MemoryLog", "http": "ours, local S2 over HTTP",
+           "http2": "ours, HTTP/2 sessions"}
 
 
 def _dump_stacks(path: Path) -> None:
@@ -482,7 +504,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", default="100,500,1000", help="comma-separated N (default: %(default)s)")
     parser.add_argument("--logs", default="bare,memory,http",
-                        help="bare (the workload without the library), memory, http (default: %(default)s)")
+                        help="bare (the workload without the library), memory, http, http2 (read sessions "
+                             "over HTTP/2) (default: %(default)s)")
     parser.add_argument("--waves", type=int, default=1, help="run the workload this many times per process")
     parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per stream (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=RATE, help="tokens per second (default: %(default)s)")

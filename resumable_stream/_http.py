@@ -26,7 +26,9 @@ access token, and neither do the reprs of what holds it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -37,9 +39,11 @@ import requests.utils
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from ._http2 import HAVE_H2, Http2Response, Http2Sessions, Http2Unsupported
 from ._slots import Slots
 from .exceptions import (
     BadRequest,
+    ConfigurationError,
     Conflict,
     FencingTokenMismatch,
     NotFound,
@@ -53,6 +57,8 @@ from .exceptions import (
 from .log import StreamPosition
 
 __all__ = ["Failure", "Secret", "Transport", "classify", "classify_event", "position", "sse_events"]
+
+logger = logging.getLogger(__name__)
 
 # Codes of 5xx answers that guarantee that nothing was written.
 _NO_SIDE_EFFECTS = {"hot_server", "server_draining"}
@@ -102,7 +108,7 @@ class Transport:
     """Connection pools to the S2 endpoints, and one attempt of a request. Thread-safe."""
 
     def __init__(self, token: Secret, base_headers: Mapping[str, str], *, endpoint: str, connect_timeout: float,
-                 request_timeout: float, max_connections: int, queue_timeout: float) -> None:
+                 request_timeout: float, max_connections: int, queue_timeout: float, http2: bool = False) -> None:
         self._token = token
         self._base_headers = dict(base_headers)
         self._connect_timeout = connect_timeout
@@ -117,14 +123,14 @@ class Transport:
         self._lanes = {has_deadline: (Slots(max_connections),
                                    self._manager(endpoint, max_connections)) for has_deadline in (False, True)}
         self._sessions = self._manager(endpoint, max_connections)
+        self._http2 = self._http2_sessions(endpoint, connect_timeout) if http2 and not self._proxied else None
         self._unary_timeout = urllib3.Timeout(connect=connect_timeout, read=request_timeout)
         self._session_timeout = urllib3.Timeout(connect=connect_timeout, read=SESSION_SILENCE)
         self._pools: dict[tuple[int, str], urllib3.HTTPConnectionPool] = {}
 
     def _manager(self, endpoint: str, size: int) -> urllib3.PoolManager:
         options: dict[str, Any] = {"num_pools": 4, "maxsize": size, "block": False, "retries": False}
-        bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                  or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+        bundle = _ca_bundle()
         options["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
         options["cert_reqs"] = "CERT_REQUIRED"
         proxy = requests.utils.get_environ_proxies(endpoint).get(urlsplit(endpoint).scheme)
@@ -135,7 +141,22 @@ class Transport:
             return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
         return urllib3.PoolManager(**options)
 
+    def _http2_sessions(self, endpoint: str, connect_timeout: float) -> Http2Sessions:
+        if not HAVE_H2:
+            raise ConfigurationError("http2", "needs the h2 package: pip install 'resumable-stream-s2[http2]'")
+        parts = urlsplit(endpoint)
+        context = None
+        if parts.scheme == "https":
+            bundle = _ca_bundle()
+            directory = os.path.isdir(bundle)
+            context = ssl.create_default_context(cafile=None if directory else bundle,
+                                                 capath=bundle if directory else None)
+        return Http2Sessions(f"{parts.scheme}://{parts.netloc}", connect_timeout=connect_timeout,
+                             silence=SESSION_SILENCE, ssl_context=context)
+
     def close(self) -> None:
+        if self._http2 is not None:
+            self._http2.close()
         self._pools.clear()
         for _, manager in self._lanes.values():
             manager.clear()
@@ -209,13 +230,25 @@ class Transport:
             failure = _unexpected(method, url, exc)
         raise failure
 
-    def stream(self, url: str, *, params: Mapping[str, Any], headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+    def stream(self, url: str, *, params: Mapping[str, Any],
+               headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse | Http2Response:
         """Open an SSE read session; the 200 response, not yet read. Raises as :meth:`request` does."""
         failure: Failure | None = None
+        response: urllib3.BaseHTTPResponse | Http2Response
         try:
-            response = self._urlopen(self._sessions, "GET", f"{url}?{urlencode(params)}",
-                                     headers=self._headers(headers, _EVENT_STREAM), timeout=self._session_timeout,
-                                     redirect=False, retries=False, preload_content=False)
+            http2 = self._http2
+            if http2 is not None:
+                try:
+                    target = url[url.index("/", url.index("//") + 2):] + "?" + urlencode(params)
+                    response = http2.open(target, self._headers(headers, _EVENT_STREAM), SESSION_SILENCE)
+                except Http2Unsupported as exc:
+                    logger.warning("read sessions fall back to HTTP/1.1: %s", exc)
+                    self._http2 = http2 = None
+            if http2 is None:
+                response = self._urlopen(self._sessions, "GET", f"{url}?{urlencode(params)}",
+                                         headers=self._headers(headers, _EVENT_STREAM),
+                                         timeout=self._session_timeout, redirect=False, retries=False,
+                                         preload_content=False)
         except urllib3.exceptions.HTTPError as exc:
             failure = _transport_failure("GET", url, exc)
         if failure is not None:
@@ -233,7 +266,7 @@ class Transport:
         return response
 
 
-def sse_events(response: urllib3.BaseHTTPResponse, url: str) -> Iterator[tuple[str, str]]:
+def sse_events(response: urllib3.BaseHTTPResponse | Http2Response, url: str) -> Iterator[tuple[str, str]]:
     """The ``(event, data)`` pairs of an event stream, until the server's ``[DONE]``.
 
     Raises a retryable, ambiguous-free :class:`Failure` if the stream breaks off before ``[DONE]``.
@@ -291,6 +324,12 @@ def classify_event(url: str, data: str) -> Exception:
         return Failure(Unavailable(message, code=code), retryable=True, ambiguous=False)
     return _SESSION_ERRORS.get(code, S2Error)(message, code=code)
 
+
+
+def _ca_bundle() -> str:
+    """The CA certificates to verify S2 with, found where ``requests`` finds them."""
+    return (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or requests.utils.DEFAULT_CA_BUNDLE_PATH)
 
 
 def _transport_failure(method: str, url: str, exc: BaseException, *, reading: bool = False) -> Failure:

@@ -137,8 +137,9 @@ class S2Client:
     (until its timeout, or as long as a call may take under the retry policy:
     ``max_elapsed`` and one attempt's timeouts), so the writer's appends never
     wait behind reads or claims. Each read session holds a connection of its
-    own while it follows a stream. A forked child process gets fresh
-    connections.
+    own while it follows a stream, or with ``http2=True`` one stream of a
+    shared HTTP/2 connection (as many per connection as the server allows).
+    A forked child process gets fresh connections.
     Every request has a connect timeout and a read timeout; the read timeout
     of a long-poll is its ``wait`` plus ``request_timeout``.
 
@@ -152,6 +153,9 @@ class S2Client:
     :param request_timeout: seconds to wait for an answer, beyond any long-poll wait.
     :param max_connections: keep-alive connections for appends with a timeout, and as many for other
         unary requests.
+    :param http2: carry read sessions over HTTP/2 (needs the ``http2`` extra): a process following a
+        thousand streams then holds a handful of connections instead of a thousand. An endpoint that
+        does not speak HTTP/2 gets HTTP/1.1 sessions, with a warning; so does one behind a proxy.
     """
 
     def __init__(
@@ -165,6 +169,7 @@ class S2Client:
         connect_timeout: float = 3.05,
         request_timeout: float = 10.0,
         max_connections: int = 16,
+        http2: bool = False,
     ) -> None:
         box, access_token = [access_token], None  # from here on the token is only in `token`, redacted
         token = _take_token(box)
@@ -189,15 +194,15 @@ class S2Client:
         headers = {"User-Agent": "resumable-stream-python"}
         if self.direct_basin:
             headers["s2-basin"] = self.basin
-        self._transport_settings = (token, headers, connect_timeout, request_timeout, max_connections)
+        self._transport_settings = (token, headers, connect_timeout, request_timeout, max_connections, http2)
         self._http = self._new_transport()
         reset_after_fork(self._after_fork)
 
     def _new_transport(self) -> Transport:
-        token, headers, connect_timeout, request_timeout, max_connections = self._transport_settings
+        token, headers, connect_timeout, request_timeout, max_connections, http2 = self._transport_settings
         return Transport(token, headers, endpoint=self.basin_endpoint, connect_timeout=connect_timeout,
                          request_timeout=request_timeout, max_connections=max_connections,
-                         queue_timeout=self.retry.max_elapsed + connect_timeout + request_timeout)
+                         queue_timeout=self.retry.max_elapsed + connect_timeout + request_timeout, http2=http2)
 
     def __repr__(self) -> str:
         # Safe on a client whose constructor raised.

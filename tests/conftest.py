@@ -1,8 +1,9 @@
-"""Shared fixtures: the two logs every semantic and engine test runs against.
+"""Shared fixtures: the logs every semantic and engine test runs against.
 
 ``log`` is either the in-process :class:`MemoryLog` or an :class:`S2Client`
-talking over real HTTP to the local S2-compatible server. Tests use fresh
-stream names (``stream_name``) rather than fresh servers.
+talking over real HTTP to the local S2-compatible server (its read sessions
+over HTTP/1.1, or over HTTP/2). Tests use fresh stream names (``stream_name``)
+rather than fresh servers.
 """
 
 from __future__ import annotations
@@ -18,39 +19,56 @@ from resumable_stream.testing import S2Server
 
 from .support import BASIN, FAST_RETRY
 
+# The HTTP/2 variant's basin: tests that use fixed stream ids run once per variant on the same server.
+HTTP2_BASIN = f"{BASIN}-http2"
+
 
 @pytest.fixture(scope="session")
 def s2_server() -> Iterator[S2Server]:
-    with S2Server(basins=(BASIN,), heartbeat_interval=1.0) as server:
+    with S2Server(basins=(BASIN, HTTP2_BASIN), heartbeat_interval=1.0) as server:
         yield server
 
 
-@pytest.fixture
-def s2_client(s2_server: S2Server) -> Iterator[S2Client]:
-    env = s2_server.env(BASIN)
-    s2_server.faults.clear()
-    client = S2Client(
+def _client(server: S2Server, *, http2: bool = False) -> S2Client:
+    basin = HTTP2_BASIN if http2 else BASIN
+    env = server.env(basin)
+    return S2Client(
         access_token=env["S2_ACCESS_TOKEN"],
-        basin=BASIN,
+        basin=basin,
         account_endpoint=env["S2_ACCOUNT_ENDPOINT"],
         basin_endpoint=env["S2_BASIN_ENDPOINT"],
         retry=FAST_RETRY,
         request_timeout=5.0,
+        http2=http2,
     )
+
+
+@pytest.fixture
+def s2_client(s2_server: S2Server) -> Iterator[S2Client]:
+    s2_server.faults.clear()
+    client = _client(s2_server)
     yield client
     client.close()
     s2_server.faults.clear()
 
 
-@pytest.fixture(params=["memory", "s2"])
+@pytest.fixture(params=["memory", "s2", "s2-http2"])
 def log(request: pytest.FixtureRequest) -> Iterator[Log]:
-    """Each test using this runs twice: on the in-process log, and on S2 over HTTP."""
+    """Each test using this runs three times: on the in-process log, and on S2 over HTTP, with read
+    sessions over HTTP/1.1 and over HTTP/2."""
     if request.param == "memory":
         memory = MemoryLog()
         yield memory
         memory.close()
-    else:
+    elif request.param == "s2":
         yield request.getfixturevalue("s2_client")
+    else:
+        server = request.getfixturevalue("s2_server")
+        server.faults.clear()
+        client = _client(server, http2=True)
+        yield client
+        client.close()
+        server.faults.clear()
 
 
 @pytest.fixture(params=["memory", "s2"])

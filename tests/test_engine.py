@@ -1110,5 +1110,8 @@ def test_a_closed_context_leaves_no_thread_behind(log: Log, stream_name: str) ->
     live = ctx.create_new_resumable_stream(stream_name, tokens(5))
     assert live is not None and list(live) == [f"tok{i} " for i in range(5)]
     ctx.close()
-    left = [t.name for t in threading.enumerate() if t.ident not in before and t.name.startswith("resumable-stream")]
-    assert left == []  # the source, writer and stop-watcher threads are gone (the local server's are its own)
+    # The source, writer and stop-watcher threads are gone (the local server's are its own, and so is the
+    # I/O thread of an HTTP/2 connection the client keeps: tests/test_http2.py sees it end with the client).
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.name.startswith("resumable-stream")
+            and not t.name.startswith("resumable-stream h2")]
+    assert left == []

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from io import BufferedReader
 from typing import Any
 
+from .._http2 import keep_headers_out_of_logs
 from .api import Api, ApiRequest, ApiResponse, DropConnection, protocol_error
 
 try:
@@ -34,6 +35,7 @@ else:
 __all__ = ["PREFACE_LINE", "accepts", "serve"]
 
 logger = logging.getLogger(__name__)
+keep_headers_out_of_logs()  # clients' requests carry their tokens
 
 #: The first line of the HTTP/2 client preface.
 PREFACE_LINE = b"PRI * HTTP/2.0\r\n"

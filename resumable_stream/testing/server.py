@@ -119,6 +119,12 @@ class S2Server:
         return self._port
 
     @property
+    def open_connections(self) -> int:
+        """Client connections open now."""
+        with self._track:
+            return len(self._sockets)
+
+    @property
     def url(self) -> str:
         """The server's base URL, such as ``http://127.0.0.1:8080``."""
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -185,28 +185,32 @@ def _every_operation(witness: Witness, client: S2Client, error: type[BaseExcepti
     return len(operations)
 
 
-def test_the_token_appears_nowhere_on_any_error_path(server: ServerProcess, token: str,
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_the_token_appears_nowhere_on_any_error_path(server: ServerProcess, token: str, http2: bool,
                                                      record: Callable[..., None]) -> None:
-    """401, 403, refused, timed out, and a producer refused mid-stream: the token is in no text anywhere."""
+    """401, 403, refused, timed out, and a producer refused mid-stream: the token is in no text anywhere.
+
+    With ``http2``, read sessions go over HTTP/2 (its header compression must never index the token).
+    """
     paths = 0
     with Witness(token) as witness:
         for status in (401, 403):
             server.faults.add(status=status)
-            client = _client(server.url, token)
+            client = _client(server.url, token, http2=http2)
             paths += _every_operation(witness, client, PermissionDenied, f"HTTP {status}")
             client.close()
             server.faults.clear()
-        refused = _client(f"http://127.0.0.1:{free_port()}", token, connect_timeout=0.5)
+        refused = _client(f"http://127.0.0.1:{free_port()}", token, connect_timeout=0.5, http2=http2)
         paths += _every_operation(witness, refused, Unavailable, "refused")
         refused.close()
         server.faults.add(latency=1.5)
-        slow = _client(server.url, token, request_timeout=0.3)
+        slow = _client(server.url, token, request_timeout=0.3, http2=http2)
         # A read session waits for the server's pings, not for request_timeout: it outlasts this latency.
         paths += _every_operation(witness, slow, Unavailable, "timed out", skip=("read_session",))
         slow.close()
         server.faults.clear()
         # A producer whose appends are refused once it has begun: it gives up on a background thread and logs.
-        client = _client(server.url, token)
+        client = _client(server.url, token, http2=http2)
         with ResumableStreamContext(client, abandon_after=2) as ctx:
             gate = threading.Event()
 
@@ -215,17 +219,18 @@ def test_the_token_appears_nowhere_on_any_error_path(server: ServerProcess, toke
                 gate.wait(10)
                 yield "second"
 
-            live = ctx.create_new_resumable_stream("secret-producer", source)
+            producer = f"secret-producer-{'http2' if http2 else 'http1'}"
+            live = ctx.create_new_resumable_stream(producer, source)
             assert live is not None
             creator = Reader("creator", lambda: live)
             assert wait_until(lambda: bool(creator.events), 10), "the first chunk never came"
-            server.faults.add("append", "secret-producer", status=403)
+            server.faults.add("append", producer, status=403)
             gate.set()
             assert creator.join(15)
             witness.exception(creator.error, "the creator of a refused producer")
             assert isinstance(creator.error, S2Error), creator.error
             server.faults.clear()
-            resumer = Reader("resumer", lambda: ctx.resume_existing_stream("secret-producer", after=0))
+            resumer = Reader("resumer", lambda: ctx.resume_existing_stream(producer, after=0))
             assert resumer.join(15)
             witness.exception(resumer.error, "a resumer of a refused producer")
             paths += 2

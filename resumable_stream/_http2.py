@@ -1,0 +1,474 @@
+"""Read sessions over HTTP/2: many sessions share a few connections (``S2Client(http2=True)``, on ``h2``).
+
+Over HTTP/1.1 a read session holds a connection of its own for as long as it
+follows its stream, so a process with a thousand readers holds a thousand
+connections (and file descriptors, and TLS handshakes). Over HTTP/2 each
+session is one stream of a shared connection: a connection carries as many as
+the server allows at once (its ``SETTINGS_MAX_CONCURRENT_STREAMS``), and
+another is opened only when every one is full. S2 speaks HTTP/2 over TLS
+(ALPN ``h2``) and, like s2-lite and the local server, cleartext with prior
+knowledge; an endpoint that does not is reported as :class:`Http2Unsupported`.
+
+Threading: a connection has one reader thread, which feeds what arrives to
+the h2 state machine and hands each stream's data to its session. The state
+machine is guarded by the connection's lock, held only to feed it or to ask it
+what to send, and what it says is sent under that lock (headers, window
+updates, resets: a few bytes). Each session waits on a condition of its own,
+so a thousand waiting readers share no lock. A session hands the server's
+flow-control window back as its reader consumes the data, so a reader that
+stops reading holds back its own stream only (up to 4 MiB), never the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import ssl
+import threading
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from urllib3.exceptions import ProtocolError
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+    from hpack import NeverIndexedHeaderTuple
+except ImportError:  # without the `http2` extra
+    HAVE_H2 = False
+else:
+    HAVE_H2 = True
+
+__all__ = ["HAVE_H2", "Http2Sessions", "Http2Unsupported", "keep_headers_out_of_logs"]
+
+logger = logging.getLogger(__name__)
+
+class _NoHeaders(logging.Filter):
+    """hpack logs the header blocks it encodes and decodes, and each header it decodes, at DEBUG; a
+    request's carry the access token (Huffman-coded, which is still the token). Those records are
+    dropped, the rest of hpack's logging is left alone."""
+
+    _TEMPLATES = frozenset({"Encoded header block to %s", "Decoding %s", "Decoded %s, consumed %d",
+                            "Decoded %s, total consumed %d bytes, indexed %s"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self._TEMPLATES
+
+
+def keep_headers_out_of_logs() -> None:
+    """Filter hpack's logger (once) so that no header, so no access token, reaches a log."""
+    hpack_logger = logging.getLogger("hpack.hpack")
+    if not any(isinstance(f, _NoHeaders) for f in hpack_logger.filters):
+        hpack_logger.addFilter(_NoHeaders())
+
+
+keep_headers_out_of_logs()
+
+_STREAM_WINDOW = 4 * 1024 * 1024  # what one session may have received and not yet read
+_CONNECTION_WINDOW = 1 << 30
+
+
+class Http2Unsupported(Exception):
+    """The endpoint does not speak HTTP/2 (no ALPN ``h2``, or no HTTP/2 answer to the preface)."""
+
+
+class Http2Sessions:
+    """GET requests whose responses are read as they arrive, over shared HTTP/2 connections. Thread-safe.
+
+    :param endpoint: ``scheme://host[:port]`` of the server.
+    :param silence: seconds a connection or a session may go without receiving anything before it counts
+        as lost (S2 pings a read session at least every 15 s).
+    :param ssl_context: for ``https`` endpoints (its ALPN protocols are set to ``h2``).
+    """
+
+    def __init__(self, endpoint: str, *, connect_timeout: float, silence: float,
+                 ssl_context: ssl.SSLContext | None) -> None:
+        parts = urlsplit(endpoint)
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._tls else 80)
+        self._authority = parts.netloc.rpartition("@")[2]
+        self._scheme = parts.scheme
+        self._connect_timeout = connect_timeout
+        self._silence = silence
+        self._ssl_context = ssl_context
+        if self._tls and ssl_context is not None:
+            ssl_context.set_alpn_protocols(["h2"])
+        self._lock = threading.Lock()  # guards _connections and _closed
+        self._connecting = threading.Lock()  # one new connection at a time: a burst of sessions fills it first
+        self._connections: list[_Connection] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Http2Sessions {self._scheme}://{self._authority} connections={len(self._connections)}>"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        with self._lock:
+            return sum(1 for connection in self._connections if not connection.failed)
+
+    def open(self, target: str, headers: Mapping[str, str], timeout: float) -> Http2Response:
+        """Send ``GET target`` (a path and query) and wait at most ``timeout`` seconds for the response's headers.
+
+        Raises :class:`urllib3.exceptions.ProtocolError` when the connection fails or the answer does not
+        come in time, and :class:`Http2Unsupported` when a new connection finds no HTTP/2 server.
+        """
+        response = self._start(target, headers)
+        if response is None:
+            with self._connecting:
+                response = self._start(target, headers)  # another thread may have made room meanwhile
+                if response is None:
+                    connection = _Connection.connect((self._host, self._port), self._authority, self._scheme,
+                                                     self._connect_timeout, self._silence,
+                                                     self._ssl_context if self._tls else None)
+                    with self._lock:
+                        if self._closed:
+                            connection.close()
+                            raise ProtocolError("the client is closed")
+                        self._connections.append(connection)
+                    response = connection.start(target, headers)
+                    if response is None:  # a server that allows no stream at all
+                        raise ProtocolError("the HTTP/2 server accepts no stream")
+        response.wait_for_headers(timeout)
+        return response
+
+    def _start(self, target: str, headers: Mapping[str, str]) -> Http2Response | None:
+        with self._lock:
+            if self._closed:
+                raise ProtocolError("the client is closed")
+            self._connections = [connection for connection in self._connections if not connection.failed]
+            connections = list(self._connections)
+        for connection in connections:
+            response = connection.start(target, headers)
+            if response is not None:
+                return response
+        return None
+
+    def close(self) -> None:
+        """Close every connection; sessions still open end with an error."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+
+
+class _Connection:
+    """One HTTP/2 connection and its I/O thread, which alone touches the socket (a TLS socket must not be
+    read and written by two threads at once): other threads queue what the state machine has to send,
+    and wake it."""
+
+    def __init__(self, sock: socket.socket, authority: str, scheme: str, silence: float) -> None:
+        self._sock = sock
+        self._authority = authority.encode()
+        self._scheme = scheme.encode()
+        self._silence = silence
+        self._wake_r, self._wake_w = socket.socketpair()
+        for end in (sock, self._wake_r, self._wake_w):
+            end.setblocking(False)
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self._h2 = h2.connection.H2Connection(config=config)
+        self._lock = threading.Lock()  # guards _h2, _streams, _outgoing, _accepting, failed
+        self._streams: dict[int, Http2Response] = {}
+        self._outgoing = bytearray()
+        self._accepting = True  # no GOAWAY yet
+        self._settled = threading.Event()  # the server's first SETTINGS came, or the connection failed
+        self.failed: str | None = None
+
+    @classmethod
+    def connect(cls, address: tuple[str, int], authority: str, scheme: str, timeout: float, silence: float,
+                ssl_context: ssl.SSLContext | None) -> _Connection:
+        try:
+            sock = socket.create_connection(address, timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ssl_context is not None:
+                sock = ssl_context.wrap_socket(sock, server_hostname=address[0])
+                if sock.selected_alpn_protocol() != "h2":
+                    sock.close()
+                    raise Http2Unsupported(f"{authority} did not choose HTTP/2 (ALPN)")
+        except OSError as exc:
+            raise ProtocolError(f"cannot connect to {authority}: {exc}") from None
+        connection = cls(sock, authority, scheme, silence)
+        with connection._lock:
+            connection._h2.initiate_connection()
+            connection._h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                                            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW})
+            connection._h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+            connection._queue()
+        threading.Thread(target=connection._run, name=f"resumable-stream h2 {authority}", daemon=True).start()
+        if not connection._settled.wait(timeout) or connection.failed:
+            failure = connection.failed or "no answer to the HTTP/2 preface"
+            connection.close()
+            raise Http2Unsupported(f"{authority} does not speak HTTP/2 ({failure})")
+        return connection
+
+    def start(self, target: str, headers: Mapping[str, str]) -> Http2Response | None:
+        """Open a stream for ``GET target``; ``None`` when this connection has no room for another."""
+        with self._lock:
+            h2conn = self._h2
+            if self.failed or not self._accepting or (
+                    h2conn.open_outbound_streams >= h2conn.remote_settings.max_concurrent_streams):
+                return None
+            stream_id = h2conn.get_next_available_stream_id()
+            try:
+                # The token goes in as a header that HPACK never indexes; no local here holds it.
+                h2conn.send_headers(stream_id, [
+                    (b":method", b"GET"), (b":scheme", self._scheme), (b":authority", self._authority),
+                    (b":path", target.encode()),
+                    *((NeverIndexedHeaderTuple(name.lower().encode(), value.encode())
+                       if name.lower() == "authorization" else (name.lower().encode(), value.encode()))
+                      for name, value in headers.items()),
+                ], end_stream=True)
+            except h2.exceptions.H2Error:  # the connection cannot take it (it is closing): another will
+                self._accepting = False
+                return None
+            response = self._streams[stream_id] = Http2Response(self, stream_id, self._silence)
+            self._queue()
+            return response
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """Hand ``size`` bytes of the flow-control window back: a session has read them."""
+        with self._lock:
+            if not self.failed:
+                self._h2.acknowledge_received_data(size, stream_id)
+                self._queue()
+
+    def cancel(self, stream_id: int, unread: int) -> None:
+        """Reset a stream whose session was closed before its end; ``unread`` bytes of it were never read.
+
+        What it received and no one read is handed back to the connection's window, as is what still
+        arrives for it: else every closed session would shrink the window of all the others for good.
+        """
+        with self._lock:
+            if self.failed:
+                return
+            if unread:
+                self._h2.acknowledge_received_data(unread, stream_id)
+            if self._streams.pop(stream_id, None) is not None:
+                with contextlib.suppress(h2.exceptions.StreamClosedError):  # it may have ended meanwhile
+                    self._h2.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+            self._queue()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fail_locked("the connection was closed")
+
+    def _queue(self) -> None:
+        """Queue what the state machine has to send, and wake the I/O thread. Called with the lock held."""
+        data = self._h2.data_to_send()
+        if data:
+            self._outgoing += data
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: it is awake already; closed: it is gone
+            self._wake_w.send(b"\0")
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(self._sock, selectors.EVENT_READ)
+            watching = selectors.EVENT_READ
+            while True:
+                with self._lock:
+                    if self.failed:
+                        return
+                    wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outgoing else 0)
+                if wanted != watching:
+                    selector.modify(self._sock, wanted)
+                    watching = wanted
+                ready = {key.fileobj: mask for key, mask in selector.select(self._silence)}
+                if not ready:
+                    raise ProtocolError(f"nothing arrived for {self._silence:.0f} s")
+                if self._wake_r in ready:
+                    with contextlib.suppress(OSError):
+                        while self._wake_r.recv(4096):
+                            pass
+                if watching & selectors.EVENT_WRITE:
+                    self._flush()
+                if self._sock in ready:
+                    self._receive()
+        except (OSError, ValueError, ProtocolError, h2.exceptions.H2Error) as exc:
+            with self._lock:
+                self._fail_locked(str(exc) or type(exc).__name__)
+        finally:
+            selector.close()
+            for end in (self._sock, self._wake_r, self._wake_w):
+                end.close()
+
+    def _flush(self) -> None:
+        with self._lock:
+            try:
+                sent = self._sock.send(self._outgoing)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            del self._outgoing[:sent]
+
+    def _receive(self) -> None:
+        while True:  # a TLS socket may hold decrypted data that select() does not see: take it all
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            if not data:
+                raise ProtocolError("the server closed the connection")
+            with self._lock:
+                events = self._h2.receive_data(data)
+                deliveries = [(self._streams.get(getattr(event, "stream_id", 0)), event) for event in events]
+                for response, event in deliveries:
+                    if response is None and isinstance(event, h2.events.DataReceived):  # a cancelled stream's
+                        self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                for event in events:
+                    self._on_connection_event(event)
+                self._outgoing += self._h2.data_to_send()
+            for response, event in deliveries:
+                if response is not None:
+                    response.on_event(event)
+            if not isinstance(self._sock, ssl.SSLSocket) or not self._sock.pending():
+                return
+
+    def _on_connection_event(self, event: Any) -> None:
+        """What an event changes for the connection. Called with the lock held."""
+        if isinstance(event, h2.events.RemoteSettingsChanged):
+            self._settled.set()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._accepting = False
+            last = event.last_stream_id if event.last_stream_id is not None else 0
+            for stream_id in [stream_id for stream_id in self._streams if stream_id > last]:
+                self._streams.pop(stream_id).fail("the server went away (GOAWAY) before answering")
+            if not self._streams:
+                self._fail_locked("the server went away (GOAWAY)")
+        elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+            self._streams.pop(event.stream_id, None)
+            if not self._accepting and not self._streams:
+                self._fail_locked("the server went away (GOAWAY)")
+
+    def _fail_locked(self, reason: str) -> None:
+        """End the connection and every session on it; the I/O thread closes the socket. Lock held."""
+        if self.failed:
+            return
+        self.failed = reason
+        self._settled.set()
+        streams, self._streams = self._streams, {}
+        for response in streams.values():
+            response.fail(f"HTTP/2 connection lost: {reason}")
+        self._wake()
+
+
+class Http2Response:
+    """One session's response, as it arrives: what a read session uses of urllib3's response.
+
+    Threading: read by one thread at a time; :meth:`shutdown` and :meth:`close` from any thread.
+    """
+
+    def __init__(self, connection: _Connection, stream_id: int, silence: float) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+        self._silence = silence
+        self._cond = threading.Condition(threading.Lock())
+        self._chunks: deque[tuple[bytes, int]] = deque()  # data and its flow-controlled size
+        self._ended = False
+        self._error: str | None = None
+        self._headed = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<Http2Response stream={self._stream_id} status={self.status}>"
+
+    def on_event(self, event: Any) -> None:
+        """An event of this stream, from the connection's I/O thread."""
+        with self._cond:
+            if isinstance(event, h2.events.ResponseReceived):
+                self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+                self.status = int(self.headers.get(":status", "0"))
+                self._headed = True
+            elif isinstance(event, h2.events.DataReceived):
+                self._chunks.append((event.data, event.flow_controlled_length))
+            elif isinstance(event, h2.events.StreamEnded):
+                self._ended = True
+            elif isinstance(event, h2.events.StreamReset):
+                self._error = self._error or f"the server reset the stream (error {event.error_code})"
+            else:
+                return
+            self._cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        with self._cond:
+            self._error = self._error or reason
+            self._cond.notify_all()
+
+    def wait_for_headers(self, timeout: float) -> None:
+        """Wait for the response's headers; :class:`urllib3.exceptions.ProtocolError` if they do not come."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._headed or self._error is not None, timeout):
+                self._error = f"no answer within {timeout:.0f} s"
+            error = None if self._headed else self._error
+        if error is not None:
+            self._connection.cancel(self._stream_id, 0)
+            raise ProtocolError(error)
+
+    def read1(self, amount: int) -> bytes:
+        """About ``amount`` bytes of the body, waiting for some; ``b""`` at its end.
+
+        Raises :class:`urllib3.exceptions.ProtocolError` if the stream breaks off, or if nothing arrives
+        for the session's silence bound.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._chunks or self._ended or self._error is not None,
+                                       self._silence):
+                self._error = f"nothing arrived for {self._silence:.0f} s"
+            parts: list[bytes] = []
+            size = taken = 0
+            while self._chunks and taken < amount:
+                data, flow = self._chunks.popleft()
+                parts.append(data)
+                taken += len(data)
+                size += flow
+            error = self._error if not parts else None
+        if error is not None:
+            self._cancel()
+            raise ProtocolError(error)
+        if size:
+            self._connection.acknowledge(self._stream_id, size)
+        return b"".join(parts)
+
+    def read(self) -> bytes:
+        """The rest of the body."""
+        parts = []
+        while chunk := self.read1(1 << 20):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def shutdown(self) -> None:
+        """End the session from any thread: a reader waiting in :meth:`read1` raises."""
+        self.fail("the session was closed")
+        self._cancel()
+
+    def close(self) -> None:
+        with self._cond:
+            done = self._ended and not self._chunks
+        if not done:
+            self.shutdown()
+
+    def _cancel(self) -> None:
+        with self._cond:
+            unread = sum(flow for _, flow in self._chunks)
+            self._chunks.clear()
+        self._connection.cancel(self._stream_id, unread)
+
+    def release_conn(self) -> None:
+        """Nothing to release: the connection is shared (urllib3's response has this)."""
+
+    def drain_conn(self) -> None:
+        """Nothing to drain: the stream has ended (urllib3's response has this)."""
