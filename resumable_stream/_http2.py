@@ -110,12 +110,6 @@ class Http2Sessions:
     def __repr__(self) -> str:
         return f"<Http2Sessions {self._scheme}://{self._authority} connections={len(self._connections)}>"
 
-    @property
-    def connections(self) -> int:
-        """Connections open now."""
-        with self._lock:
-            return sum(1 for connection in self._connections if not connection.failed)
-
     def open(self, target: str, headers: Mapping[str, str], timeout: float) -> Http2Response:
         """Send ``GET target`` (a path and query) and wait at most ``timeout`` seconds for the response's headers.
 
