@@ -78,49 +78,33 @@ class _GcPauses:
 
 
 class _Counters:
-    """HTTP requests and new TCP connections made by urllib3 in this process, and the GC's pauses."""
+    """HTTP requests and new TCP connections made in this process (by urllib3, and by the HTTP/2 read
+    sessions, which do not go through it), and the GC's pauses."""
 
     def __init__(self) -> None:
         import urllib3.connection
         import urllib3.connectionpool
 
+        from resumable_stream import _http2
+
         self.requests = 0
         self.connections = 0
         self.gc = _GcPauses()
-        pool = urllib3.connectionpool.HTTPConnectionPool
-        make_request = pool._make_request
-        connect = urllib3.connection.HTTPConnection.connect
+        self._count(urllib3.connectionpool.HTTPConnectionPool, "_make_request", "requests")
+        self._count(urllib3.connection.HTTPConnection, "connect", "connections")
+        if _http2.HAVE_H2:
+            self._count(_http2.Http2Sessions, "open", "requests")
+            self._count(_http2._Connection, "connect", "connections")
 
-        def counted_request(*args: Any, **kwargs: Any) -> Any:
-            self.requests += 1
-            return make_request(*args, **kwargs)
+    def _count(self, owner: Any, method: str, counter: str) -> None:
+        """Count the calls of ``owner.method`` in ``self.<counter>``."""
+        original = getattr(owner, method)
 
-        def counted_connect(*args: Any, **kwargs: Any) -> Any:
-            self.connections += 1
-            return connect(*args, **kwargs)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            setattr(self, counter, getattr(self, counter) + 1)
+            return original(*args, **kwargs)
 
-        pool._make_request = counted_request  # type: ignore[method-assign]
-        urllib3.connection.HTTPConnection.connect = counted_connect  # type: ignore[method-assign]
-        self._count_http2()
-
-    def _count_http2(self) -> None:
-        """The same for read sessions over HTTP/2, which do not go through urllib3."""
-        from resumable_stream import _http2
-
-        if not _http2.HAVE_H2:
-            return
-        open_session, connect = _http2.Http2Sessions.open, _http2._Connection.connect
-
-        def counted_open(*args: Any, **kwargs: Any) -> Any:
-            self.requests += 1
-            return open_session(*args, **kwargs)
-
-        def counted_connect(*args: Any, **kwargs: Any) -> Any:
-            self.connections += 1
-            return connect(*args, **kwargs)
-
-        _http2.Http2Sessions.open = counted_open  # type: ignore[method-assign]
-        _http2._Connection.connect = counted_connect  # type: ignore[method-assign]
+        setattr(owner, method, counted)  # a classmethod comes out of getattr bound, and stays so
 
 
 class _Bare:

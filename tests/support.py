@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -87,3 +89,42 @@ def run_to_end(stream: Any, timeout: float = 20) -> tuple[list[Any], BaseExcepti
     reader.join(timeout)
     assert not reader.is_alive(), "the reader never ended"
     return chunks, errors[0] if errors else None
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain HTTP/1.1 server that answers every request with ``handler``: its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class Answering(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and the class's ``body`` and ``content_type``; ``calls`` counts them."""
+
+    protocol_version = "HTTP/1.1"
+    body = b""
+    content_type = "text/event-stream"
+    calls = 0
+
+    def do_GET(self) -> None:
+        type(self).calls += 1
+        self.send_response(200)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def answering(body: bytes, content_type: str = "text/event-stream") -> type[Answering]:
+    """A handler class of its own that answers every GET with ``body``."""
+    return type("Answer", (Answering,), {"body": body, "content_type": content_type})

@@ -6,7 +6,6 @@ The rest of S2Client's read semantics runs over HTTP/2 too: the ``log`` fixture'
 
 from __future__ import annotations
 
-import http.server
 import logging
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 from resumable_stream import ReadBatch, Record, S2Client, TextBatch
 from resumable_stream.testing import S2Server
 
-from .support import BASIN, FAST_RETRY
+from .support import BASIN, FAST_RETRY, answering, serving
 
 pytest.importorskip("h2")
 
@@ -127,32 +126,11 @@ def test_close_ends_a_waiting_session_at_once_and_the_client_leaves_no_thread(se
 def test_an_endpoint_without_http2_gets_http1_sessions(caplog: pytest.LogCaptureFixture) -> None:
     # A server that answers the HTTP/2 preface with HTTP/1.1 (as a plain HTTP/1.1 server does): the
     # sessions fall back to HTTP/1.1, with a warning, and still work.
-    class Events(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            body = b'event: batch\ndata: {"records":[{"seq_num":0,"timestamp":1,"body":"hi"}]}\n\ndata: [DONE]\n\n'
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Events)
-    thread = threading.Thread(target=plain.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with caplog.at_level(logging.WARNING), client_for(f"http://127.0.0.1:{plain.server_address[1]}") as client:
-            session = client.read_session("x", seq_num=0, text=True)
-            assert [t for item in session if isinstance(item, TextBatch) for t in item.texts] == ["hi"]
-            assert "fall back to HTTP/1.1" in caplog.text
-    finally:
-        plain.shutdown()
-        plain.server_close()
-        thread.join(10)
+    events = b'event: batch\ndata: {"records":[{"seq_num":0,"timestamp":1,"body":"hi"}]}\n\ndata: [DONE]\n\n'
+    with serving(answering(events)) as url, caplog.at_level(logging.WARNING), client_for(url) as client:
+        session = client.read_session("x", seq_num=0, text=True)
+        assert [t for item in session if isinstance(item, TextBatch) for t in item.texts] == ["hi"]
+        assert "fall back to HTTP/1.1" in caplog.text
 
 
 def test_the_token_is_in_no_log_record_even_huffman_coded(server: S2Server, caplog: pytest.LogCaptureFixture) -> None:

@@ -6,8 +6,6 @@ injected by the server, per operation and stream.
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import logging
 import math
 import socket
@@ -35,7 +33,7 @@ from resumable_stream import (
 )
 from resumable_stream.testing import S2Server
 
-from .support import BASIN, FAST_RETRY
+from .support import BASIN, FAST_RETRY, answering, serving
 
 TOKEN = "secret-token-value-1234"
 S2_VARS = ("S2_ACCESS_TOKEN", "S2_BASIN", "S2_ACCOUNT_ENDPOINT", "S2_BASIN_ENDPOINT")
@@ -430,40 +428,12 @@ def test_a_competing_fence_during_an_ambiguous_claim_is_reported_as_such(client:
 
 
 def test_an_unexpected_answer_is_unavailable_and_retried(s2_server: S2Server) -> None:
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        calls = 0
-
-        def do_GET(self) -> None:
-            Proxy.calls += 1
-            body = b"<html>502 from a proxy, with a 200</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with serving(Proxy) as url:
+    proxy = answering(b"<html>502 from a proxy, with a 200</html>", "text/html")
+    with serving(proxy) as url:
         proxied = S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=url, basin_endpoint=url, retry=FAST_RETRY)
         with proxied, pytest.raises(Unavailable, match="unexpected response"):
             proxied.check_tail("x")
-        assert Proxy.calls == FAST_RETRY.max_attempts
-
-
-@contextlib.contextmanager
-def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A server that answers every request with ``handler``: its URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        assert proxy.calls == FAST_RETRY.max_attempts
 
 
 def test_a_text_session_hands_plain_text_batches_over_as_text(client: S2Client) -> None:
@@ -485,20 +455,10 @@ def test_a_text_session_hands_plain_text_batches_over_as_text(client: S2Client) 
 def test_a_text_batch_that_is_not_text_is_refused_or_read_as_bytes(body: str) -> None:
     # A lone surrogate or a body that is not a string cannot be text: the session fails as for any
     # malformed event. An empty body is a record of its own kind, read through the general path.
-    class Events(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            event = b'event: batch\ndata: {"records":[{"seq_num":0,"timestamp":1,"body":%s}]}\n\n' % body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(event) + len(b"data: [DONE]\n\n")))
-            self.end_headers()
-            self.wfile.write(event + b"data: [DONE]\n\n")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with serving(Events) as url, S2Client(access_token=TOKEN, basin=BASIN, account_endpoint=url,
-                                          basin_endpoint=url, retry=FAST_RETRY) as c:
+    events = b'event: batch\ndata: {"records":[{"seq_num":0,"timestamp":1,"body":%s}]}\n\ndata: [DONE]\n\n'
+    with serving(answering(events % body.encode())) as url, S2Client(
+        access_token=TOKEN, basin=BASIN, account_endpoint=url, basin_endpoint=url, retry=FAST_RETRY
+    ) as c:
         session = c.read_session("x", seq_num=0, text=True)
         if body == '""':
             [batch] = list(session)
