@@ -9,14 +9,17 @@ another is opened only when every one is full. S2 speaks HTTP/2 over TLS
 (ALPN ``h2``) and, like s2-lite and the local server, cleartext with prior
 knowledge; an endpoint that does not is reported as :class:`Http2Unsupported`.
 
-Threading: a connection has one reader thread, which feeds what arrives to
-the h2 state machine and hands each stream's data to its session. The state
-machine is guarded by the connection's lock, held only to feed it or to ask it
-what to send, and what it says is sent under that lock (headers, window
-updates, resets: a few bytes). Each session waits on a condition of its own,
-so a thousand waiting readers share no lock. A session hands the server's
-flow-control window back as its reader consumes the data, so a reader that
-stops reading holds back its own stream only (up to 4 MiB), never the others.
+Threading: a connection has one I/O thread, the only one that touches its
+socket (a TLS socket must not be read and written by two threads at once): it
+feeds what arrives to the h2 state machine, hands each stream's events to its
+session, and sends what the machine has queued. The machine is guarded by the
+connection's lock, held only to feed it or to take what it has to send; a
+session's thread that makes it send something (a request, a window update, a
+reset) queues the bytes and wakes the I/O thread. Each session waits on a
+condition of its own, so a thousand waiting readers share no lock. A session
+hands the server's flow-control window back as its reader consumes the data,
+so a reader that stops reading holds back its own stream only (up to 4 MiB),
+never the others.
 """
 
 from __future__ import annotations
@@ -176,6 +179,7 @@ class _Connection:
         self._outgoing = bytearray()
         self._accepting = True  # no GOAWAY yet
         self._settled = threading.Event()  # the server's first SETTINGS came, or the connection failed
+        self._not_http2 = False  # what came instead of the server's SETTINGS was not HTTP/2
         self.failed: str | None = None
 
     @classmethod
@@ -200,9 +204,11 @@ class _Connection:
             connection._queue()
         threading.Thread(target=connection._run, name=f"resumable-stream h2 {authority}", daemon=True).start()
         if not connection._settled.wait(timeout) or connection.failed:
-            failure = connection.failed or "no answer to the HTTP/2 preface"
+            failure = connection.failed or f"no answer to the HTTP/2 preface within {timeout:.1f} s"
             connection.close()
-            raise Http2Unsupported(f"{authority} does not speak HTTP/2 ({failure})")
+            if connection._not_http2:
+                raise Http2Unsupported(f"{authority} does not speak HTTP/2 ({failure})")
+            raise ProtocolError(f"HTTP/2 connection to {authority} failed: {failure}")
         return connection
 
     def start(self, target: str, headers: Mapping[str, str]) -> Http2Response | None:
@@ -294,6 +300,8 @@ class _Connection:
                     self._receive()
         except (OSError, ValueError, ProtocolError, h2.exceptions.H2Error) as exc:
             with self._lock:
+                if isinstance(exc, h2.exceptions.ProtocolError) and not self._settled.is_set():
+                    self._not_http2 = True  # an HTTP/1.1 server's answer to the preface, say
                 self._fail_locked(str(exc) or type(exc).__name__)
         finally:
             selector.close()
@@ -315,6 +323,8 @@ class _Connection:
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             if not data:
+                if not self._settled.is_set():
+                    self._not_http2 = True  # it hung up on the preface
                 raise ProtocolError("the server closed the connection")
             with self._lock:
                 events = self._h2.receive_data(data)

@@ -7,13 +7,14 @@ The rest of S2Client's read semantics runs over HTTP/2 too: the ``log`` fixture'
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from resumable_stream import ReadBatch, Record, S2Client, TextBatch
+from resumable_stream import ReadBatch, Record, S2Client, TextBatch, Unavailable
 from resumable_stream.testing import S2Server
 
 from .support import BASIN, FAST_RETRY, answering, serving
@@ -173,3 +174,22 @@ def test_closed_sessions_give_back_what_they_never_read(server: S2Server, monkey
         session = client.read_session("unread-last", seq_num=0, count=6)
         bodies = [r.body for item in session if isinstance(item, (ReadBatch, TextBatch)) for r in item.records]
         assert bodies == [piece] * 6
+
+
+def test_a_server_that_does_not_answer_is_retried_not_taken_for_http1(caplog: pytest.LogCaptureFixture) -> None:
+    # Silence after the preface may be a slow server: the session fails as unavailable (after its
+    # retries), and the client does not give HTTP/2 up for good.
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(10)], daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with caplog.at_level(logging.WARNING), client_for(url, connect_timeout=0.3) as client:
+            with pytest.raises(Unavailable, match="no answer to the HTTP/2 preface"):
+                next(iter(client.read_session("x", seq_num=0)))
+            assert "fall back" not in caplog.text
+            assert len(accepted) == FAST_RETRY.max_attempts
+    finally:
+        listener.close()
+        for sock in accepted:
+            sock.close()
