@@ -243,7 +243,9 @@ class Transport:
                     response = http2.open(target, self._headers(headers, _EVENT_STREAM), SESSION_SILENCE)
                 except Http2Unsupported as exc:
                     logger.warning("read sessions fall back to HTTP/1.1: %s", exc)
-                    self._http2 = http2 = None
+                    self._http2 = None
+                    http2.close()
+                    http2 = None
             if http2 is None:
                 response = self._urlopen(self._sessions, "GET", f"{url}?{urlencode(params)}",
                                          headers=self._headers(headers, _EVENT_STREAM),

@@ -18,8 +18,9 @@ session's thread that makes it send something (a request, a window update, a
 reset) queues the bytes and wakes the I/O thread. Each session waits on a
 condition of its own, so a thousand waiting readers share no lock. A session
 hands the server's flow-control window back as its reader consumes the data,
-so a reader that stops reading holds back its own stream only (up to 4 MiB),
-never the others.
+so a reader that stops reading holds back its own stream only (up to 1 MiB),
+never the others. A GOAWAY ends the connection and every session on it (h2
+takes no frame after one); the sessions reopen where they were, on another.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -75,8 +77,10 @@ def keep_headers_out_of_logs() -> None:
 
 keep_headers_out_of_logs()
 
-_STREAM_WINDOW = 4 * 1024 * 1024  # what one session may have received and not yet read
-_CONNECTION_WINDOW = 1 << 30
+# What one session may have received and not yet read; the connection's window (HTTP/2's largest) holds
+# two thousand such: more than the streams a server lets one connection carry.
+_STREAM_WINDOW = 1024 * 1024
+_CONNECTION_WINDOW = 2**31 - 1
 
 
 class Http2Unsupported(Exception):
@@ -174,12 +178,13 @@ class _Connection:
             end.setblocking(False)
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self._h2 = h2.connection.H2Connection(config=config)
-        self._lock = threading.Lock()  # guards _h2, _streams, _outgoing, _accepting, failed
+        self._lock = threading.Lock()  # guards _h2, _streams, _outgoing, _last_received, failed
         self._streams: dict[int, Http2Response] = {}
         self._outgoing = bytearray()
-        self._accepting = True  # no GOAWAY yet
+        self._last_received = time.monotonic()
         self._settled = threading.Event()  # the server's first SETTINGS came, or the connection failed
         self._not_http2 = False  # what came instead of the server's SETTINGS was not HTTP/2
+        self._head = b""  # the first four bytes received: a frame header's, SETTINGS's type among them
         self.failed: str | None = None
 
     @classmethod
@@ -215,8 +220,7 @@ class _Connection:
         """Open a stream for ``GET target``; ``None`` when this connection has no room for another."""
         with self._lock:
             h2conn = self._h2
-            if self.failed or not self._accepting or (
-                    h2conn.open_outbound_streams >= h2conn.remote_settings.max_concurrent_streams):
+            if self.failed or h2conn.open_outbound_streams >= h2conn.remote_settings.max_concurrent_streams:
                 return None
             stream_id = h2conn.get_next_available_stream_id()
             try:
@@ -228,8 +232,8 @@ class _Connection:
                        if name.lower() == "authorization" else (name.lower().encode(), value.encode()))
                       for name, value in headers.items()),
                 ], end_stream=True)
-            except h2.exceptions.H2Error:  # the connection cannot take it (it is closing): another will
-                self._accepting = False
+            except h2.exceptions.H2Error as exc:  # the connection cannot take it: another will
+                self._fail_locked(f"it took no request: {exc}")
                 return None
             response = self._streams[stream_id] = Http2Response(self, stream_id, self._silence)
             self._queue()
@@ -239,7 +243,11 @@ class _Connection:
         """Hand ``size`` bytes of the flow-control window back: a session has read them."""
         with self._lock:
             if not self.failed:
-                self._h2.acknowledge_received_data(size, stream_id)
+                try:
+                    self._h2.acknowledge_received_data(size, stream_id)
+                except h2.exceptions.H2Error as exc:
+                    self._fail_locked(f"it took no window update: {exc}")
+                    return
                 self._queue()
 
     def cancel(self, stream_id: int, unread: int) -> None:
@@ -251,11 +259,15 @@ class _Connection:
         with self._lock:
             if self.failed:
                 return
-            if unread:
-                self._h2.acknowledge_received_data(unread, stream_id)
-            if self._streams.pop(stream_id, None) is not None:
-                with contextlib.suppress(h2.exceptions.StreamClosedError):  # it may have ended meanwhile
-                    self._h2.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+            try:
+                if unread:
+                    self._h2.acknowledge_received_data(unread, stream_id)
+                if self._streams.pop(stream_id, None) is not None:
+                    with contextlib.suppress(h2.exceptions.StreamClosedError):  # it may have ended meanwhile
+                        self._h2.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.H2Error as exc:
+                self._fail_locked(f"it took no reset: {exc}")
+                return
             self._queue()
 
     def close(self) -> None:
@@ -288,8 +300,10 @@ class _Connection:
                     selector.modify(self._sock, wanted)
                     watching = wanted
                 ready = {key.fileobj: mask for key, mask in selector.select(self._silence)}
-                if not ready:
-                    raise ProtocolError(f"nothing arrived for {self._silence:.0f} s")
+                with self._lock:
+                    quiet = time.monotonic() - self._last_received
+                if quiet > self._silence:  # however often the other threads woke this one meanwhile
+                    raise ProtocolError(f"nothing arrived for {quiet:.0f} s")
                 if self._wake_r in ready:
                     with contextlib.suppress(OSError):
                         while self._wake_r.recv(4096):
@@ -304,6 +318,8 @@ class _Connection:
                     self._not_http2 = True  # an HTTP/1.1 server's answer to the preface, say
                 self._fail_locked(str(exc) or type(exc).__name__)
         finally:
+            with self._lock:
+                self._fail_locked("its I/O thread ended")  # whatever ended it: no session waits on it in vain
             selector.close()
             for end in (self._sock, self._wake_r, self._wake_w):
                 end.close()
@@ -323,21 +339,32 @@ class _Connection:
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             if not data:
-                if not self._settled.is_set():
-                    self._not_http2 = True  # it hung up on the preface
                 raise ProtocolError("the server closed the connection")
+            if len(self._head) < 4:  # the first bytes the server sent
+                self._head += data[:4 - len(self._head)]
+                if len(self._head) == 4 and self._head[3] != 0x4:
+                    # A server's first frame is SETTINGS (RFC 9113, 3.4): this is an HTTP/1.1 answer, say.
+                    self._not_http2 = True
+                    raise ProtocolError(f"the server answered the preface with {bytes(data[:16])!r}")
             with self._lock:
+                self._last_received = time.monotonic()
                 events = self._h2.receive_data(data)
-                deliveries = [(self._streams.get(getattr(event, "stream_id", 0)), event) for event in events]
-                for response, event in deliveries:
-                    if response is None and isinstance(event, h2.events.DataReceived):  # a cancelled stream's
-                        self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                deliveries = [(self._streams.get(e.stream_id), e) for e in events if isinstance(e, _STREAM_EVENTS)]
+                for response, delivered in deliveries:
+                    if response is None and isinstance(delivered, h2.events.DataReceived):  # a cancelled stream's
+                        self._h2.acknowledge_received_data(delivered.flow_controlled_length, delivered.stream_id)
+                self._outgoing += self._h2.data_to_send()
+            dropped = []  # data for sessions closed while it was on its way to them
+            for response, delivered in deliveries:
+                if response is not None and (size := response.on_event(delivered)):
+                    dropped.append((delivered.stream_id, size))
+            with self._lock:  # after the sessions had what came before it (a GOAWAY ends them)
                 for event in events:
                     self._on_connection_event(event)
-                self._outgoing += self._h2.data_to_send()
-            for response, event in deliveries:
-                if response is not None:
-                    response.on_event(event)
+                if not self.failed:
+                    for stream_id, size in dropped:
+                        self._h2.acknowledge_received_data(size, stream_id)
+                    self._outgoing += self._h2.data_to_send()
             if not isinstance(self._sock, ssl.SSLSocket) or not self._sock.pending():
                 return
 
@@ -346,16 +373,11 @@ class _Connection:
         if isinstance(event, h2.events.RemoteSettingsChanged):
             self._settled.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self._accepting = False
-            last = event.last_stream_id if event.last_stream_id is not None else 0
-            for stream_id in [stream_id for stream_id in self._streams if stream_id > last]:
-                self._streams.pop(stream_id).fail("the server went away (GOAWAY) before answering")
-            if not self._streams:
-                self._fail_locked("the server went away (GOAWAY)")
+            # h2 takes no frame after a GOAWAY, not even for the streams the server would finish: every
+            # session reopens on another connection, after the last record it delivered.
+            self._fail_locked(f"the server went away (GOAWAY, error {event.error_code})")
         elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
             self._streams.pop(event.stream_id, None)
-            if not self._accepting and not self._streams:
-                self._fail_locked("the server went away (GOAWAY)")
 
     def _fail_locked(self, reason: str) -> None:
         """End the connection and every session on it; the I/O thread closes the socket. Lock held."""
@@ -367,6 +389,11 @@ class _Connection:
         for response in streams.values():
             response.fail(f"HTTP/2 connection lost: {reason}")
         self._wake()
+
+
+if HAVE_H2:
+    _STREAM_EVENTS = (h2.events.ResponseReceived, h2.events.DataReceived, h2.events.StreamEnded,
+                      h2.events.StreamReset)
 
 
 class Http2Response:
@@ -382,6 +409,7 @@ class Http2Response:
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque[tuple[bytes, int]] = deque()  # data and its flow-controlled size
         self._ended = False
+        self._cancelled = False
         self._error: str | None = None
         self._headed = False
         self.status = 0
@@ -390,9 +418,12 @@ class Http2Response:
     def __repr__(self) -> str:
         return f"<Http2Response stream={self._stream_id} status={self.status}>"
 
-    def on_event(self, event: Any) -> None:
-        """An event of this stream, from the connection's I/O thread."""
+    def on_event(self, event: Any) -> int:
+        """An event of this stream, from the connection's I/O thread: the flow-controlled size of data
+        it did not keep (the session was closed meanwhile), which the connection must hand back."""
         with self._cond:
+            if self._cancelled:
+                return event.flow_controlled_length if isinstance(event, h2.events.DataReceived) else 0
             if isinstance(event, h2.events.ResponseReceived):
                 self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
                 self.status = int(self.headers.get(":status", "0"))
@@ -404,8 +435,9 @@ class Http2Response:
             elif isinstance(event, h2.events.StreamReset):
                 self._error = self._error or f"the server reset the stream (error {event.error_code})"
             else:
-                return
+                return 0
             self._cond.notify_all()
+        return 0
 
     def fail(self, reason: str) -> None:
         with self._cond:
@@ -419,7 +451,7 @@ class Http2Response:
                 self._error = f"no answer within {timeout:.0f} s"
             error = None if self._headed else self._error
         if error is not None:
-            self._connection.cancel(self._stream_id, 0)
+            self._cancel()
             raise ProtocolError(error)
 
     def read1(self, amount: int) -> bytes:
@@ -467,6 +499,7 @@ class Http2Response:
 
     def _cancel(self) -> None:
         with self._cond:
+            self._cancelled = True  # from now on, what arrives is handed back at once (see on_event)
             unread = sum(flow for _, flow in self._chunks)
             self._chunks.clear()
         self._connection.cancel(self._stream_id, unread)

@@ -64,7 +64,7 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
     plain = not any(map(_HEADERS, batch)) and set(map(_TIMESTAMP_OF, batch)) == {None}
     end = ""
     if match_seq_num is not None:
-        end += f',"match_seq_num":{int(match_seq_num)}'
+        end += f',"match_seq_num":{json.dumps(match_seq_num)}'
     if fencing_token is not None:
         end += f',"fencing_token":{_string(fencing_token)}'
     end += "}"

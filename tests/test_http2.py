@@ -6,15 +6,18 @@ The rest of S2Client's read semantics runs over HTTP/2 too: the ``log`` fixture'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from urllib3.exceptions import ProtocolError
 
-from resumable_stream import ReadBatch, Record, S2Client, TextBatch, Unavailable
+from resumable_stream import ReadBatch, Record, S2Client, TextBatch, Unavailable, _http2
 from resumable_stream.testing import S2Server
 
 from .support import BASIN, FAST_RETRY, answering, serving
@@ -193,3 +196,103 @@ def test_a_server_that_does_not_answer_is_retried_not_taken_for_http1(caplog: py
         listener.close()
         for sock in accepted:
             sock.close()
+
+
+class _BareH2Server:
+    """An HTTP/2 server written for one test: it answers a connection's first request with
+    ``answer(connection, socket, stream_id)``; ``accepted`` counts its connections."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.accepted = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.sockets.append(sock)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+            conn.initiate_connection()
+            sock.sendall(conn.data_to_send())
+            threading.Thread(target=self._serve, args=(sock, conn), daemon=True).start()
+
+    def _serve(self, sock: socket.socket, conn: Any) -> None:
+        import h2.events
+
+        with contextlib.suppress(OSError):
+            while data := sock.recv(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self.answer(conn, sock, event.stream_id)
+                sock.sendall(conn.data_to_send())
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_a_goaway_ends_the_connection_and_its_sessions_retryably() -> None:
+    # h2 takes no frame after a GOAWAY, so the connection ends there: its session fails as a lost
+    # connection would (retryably, never with a raw h2 error, close() included), the next opens anew.
+    def answer(conn: Any, sock: socket.socket, stream_id: int) -> None:
+        conn.send_headers(stream_id, [(":status", "200")])
+        conn.send_data(stream_id, b"part 1\n")
+        conn.close_connection(last_stream_id=stream_id)  # the stream may finish: h2's client cannot
+
+    server = _BareH2Server(answer)
+    sessions = _http2.Http2Sessions(server.url, connect_timeout=2, silence=5, ssl_context=None)
+    try:
+        response = sessions.open("/x", {}, 2)
+        with pytest.raises(ProtocolError, match="GOAWAY"):
+            while response.read1(100):
+                pass
+        response.close()
+        sessions.open("/y", {}, 2).close()
+        assert server.accepted == 2
+    finally:
+        sessions.close()
+        server.close()
+
+
+def test_a_connection_that_falls_silent_is_given_up_however_busy_its_sessions_are() -> None:
+    # A half-open connection: settings, then nothing. Sessions time out and retry; the retries must not
+    # keep the dead connection alive by waking its thread: after the silence bound a new one is opened.
+    server = _BareH2Server(lambda conn, sock, stream_id: None)  # never answers a request
+    sessions = _http2.Http2Sessions(server.url, connect_timeout=2, silence=1.0, ssl_context=None)
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            with pytest.raises(ProtocolError):
+                sessions.open("/x", {}, 0.3)
+        assert server.accepted >= 2
+    finally:
+        sessions.close()
+        server.close()
+
+
+def test_data_that_reaches_a_closed_session_is_handed_back(server: S2Server) -> None:
+    # The I/O thread hands a session its data outside the connection's lock: data that reaches a
+    # session after its reader closed it is returned to the connection for its window, not kept.
+    import h2.events
+
+    sessions = _http2.Http2Sessions(server.url, connect_timeout=2, silence=5, ssl_context=None)
+    try:
+        response = sessions.open("/v1/streams/handed-back/records?seq_num=0&wait=5", {"s2-basin": BASIN,
+                                 "accept": "text/event-stream"}, 5)
+        response.close()
+        late = h2.events.DataReceived(stream_id=1, data=b"x" * 10, flow_controlled_length=10)
+        assert response.on_event(late) == 10
+    finally:
+        sessions.close()
