@@ -166,12 +166,12 @@ class Transport:
         """``manager.urlopen``, straight to the host's cached pool when no proxy is in the way."""
         if self._proxied:
             return manager.urlopen(method, url, **options)
-        cut = url.index("/", url.index("//") + 2)
-        key = (id(manager), url[:cut])
+        origin, target = _split_origin(url)
+        key = (id(manager), origin)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = manager.connection_from_url(url[:cut])
-        return pool.urlopen(method, url[cut:], assert_same_host=False, **options)
+            pool = self._pools[key] = manager.connection_from_url(origin)
+        return pool.urlopen(method, target, assert_same_host=False, **options)
 
     def _headers(self, *extra: Mapping[str, str] | None) -> _Headers:
         """The request's headers. They hold the token: callers pass them straight on and keep no local of
@@ -239,7 +239,7 @@ class Transport:
             http2 = self._http2
             if http2 is not None:
                 try:
-                    target = url[url.index("/", url.index("//") + 2):] + "?" + urlencode(params)
+                    target = _split_origin(url)[1] + "?" + urlencode(params)
                     response = http2.open(target, self._headers(headers, _EVENT_STREAM), SESSION_SILENCE)
                 except Http2Unsupported as exc:
                     logger.warning("read sessions fall back to HTTP/1.1: %s", exc)
@@ -326,6 +326,12 @@ def classify_event(url: str, data: str) -> Exception:
         return Failure(Unavailable(message, code=code), retryable=True, ambiguous=False)
     return _SESSION_ERRORS.get(code, S2Error)(message, code=code)
 
+
+
+def _split_origin(url: str) -> tuple[str, str]:
+    """``scheme://host:port`` and the rest (path and query) of ``url``."""
+    cut = url.index("/", url.index("//") + 2)
+    return url[:cut], url[cut:]
 
 
 def _ca_bundle() -> str:

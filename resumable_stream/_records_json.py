@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from ._http import position
-from .log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition, TextBatch
+from .log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition, TextBatch, bodies, plain
 
 __all__ = ["BASE64", "RAW", "ack", "append_payload", "read_batch", "read_params", "read_text_batch", "tail_of"]
 
@@ -61,7 +61,7 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
     text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
     are not UTF-8 always do. The bytes are those of ``json.dumps`` (compact, non-ASCII kept).
     """
-    plain = not any(map(_HEADERS, batch)) and set(map(_TIMESTAMP_OF, batch)) == {None}
+    simple = plain(batch) and set(map(_TIMESTAMP_OF, batch)) == {None}
     end = ""
     if match_seq_num is not None:
         end += f',"match_seq_num":{json.dumps(match_seq_num)}'
@@ -78,8 +78,8 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
                 entry["timestamp"] = timestamp
             return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
 
-        if plain:  # the bulk of a stream: bodies and nothing else, made in C
-            records = '{"body":' + '},{"body":'.join(map(_string, map(encode, map(_BODY_OF, batch)))) + "}"
+        if simple:  # the bulk of a stream: bodies and nothing else, made in C
+            records = '{"body":' + '},{"body":'.join(map(_string, map(encode, bodies(batch)))) + "}"
         else:
             records = ",".join([item(*record) for record in batch])
         return ('{"records":[' + records + "]" + end).encode()
@@ -91,8 +91,8 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
             raw = encoded(_utf8)
     except UnicodeDecodeError:
         return encoded(_b64), "base64"
-    if plain:
-        payload = sum(map(len, map(_BODY_OF, batch)))
+    if simple:
+        payload = sum(map(len, bodies(batch)))
     else:
         payload = sum([len(body) + (sum(len(n) + len(v) for n, v in headers) if headers else 0)
                        for body, headers, _ in batch])
@@ -104,7 +104,7 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
 
 
 _string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept: as dumps(ensure_ascii=False)
-_BODY_OF, _HEADERS, _TIMESTAMP_OF = itemgetter(0), itemgetter(1), itemgetter(2)  # of a Record
+_TIMESTAMP_OF = itemgetter(2)  # of a Record
 
 
 def tail_of(data: Mapping[str, Any]) -> StreamPosition:

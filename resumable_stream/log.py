@@ -35,8 +35,11 @@ __all__ = [
     "Record",
     "SequencedRecord",
     "StreamPosition",
+    "TextBatch",
     "append_in_batches",
+    "bodies",
     "metered_size",
+    "plain",
     "split_batches",
     "validate_stream_name",
 ]
@@ -316,10 +319,10 @@ def split_batches(records: Sequence[Record]) -> list[list[Record]]:
     Raises :class:`ValueError` for a record that is itself over 1 MiB.
     """
     if records and len(records) <= MAX_BATCH_RECORDS:
-        if any(map(_HEADERS, records)):
+        if plain(records):  # nearly all: metered in C
+            total = 8 * len(records) + sum(map(len, bodies(records)))
+        else:
             total = sum([metered_size(body, headers) for body, headers, _ in records])
-        else:  # plain records (nearly all), metered in C
-            total = 8 * len(records) + sum(map(len, map(_BODY, records)))
         if total <= MAX_BATCH_BYTES:
             return [list(records)]  # the common case: one batch (a record over the limit would exceed the sum)
     batches: list[list[Record]] = []
@@ -340,6 +343,16 @@ def split_batches(records: Sequence[Record]) -> list[list[Record]]:
 
 
 _BODY, _HEADERS = itemgetter(0), itemgetter(1)  # of a Record
+
+
+def plain(records: Sequence[Record]) -> bool:
+    """True when no record has a header (nearly every batch of a stream), checked in C."""
+    return not any(map(_HEADERS, records))
+
+
+def bodies(records: Sequence[Record]) -> Iterator[bytes]:
+    """The records' bodies, taken in C."""
+    return map(_BODY, records)
 
 
 def append_in_batches(

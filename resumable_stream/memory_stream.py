@@ -42,6 +42,8 @@ from .log import (
     Record,
     SequencedRecord,
     StreamPosition,
+    bodies,
+    plain,
 )
 
 __all__ = ["TIMESTAMPING_MODES", "MemoryStream", "check_batch", "closed_error", "invalid"]
@@ -79,14 +81,14 @@ def check_batch(records: Sequence[Record], sizes: Sequence[int] | None = None) -
         raise invalid("record batch must not be empty")
     if len(records) > MAX_BATCH_RECORDS:
         raise invalid(f"record batch must not exceed {MAX_BATCH_RECORDS} records")
-    plain = not any(map(_HEADERS, records))  # nearly every batch: no record has a header
+    without_headers = plain(records)  # nearly every batch
     if sizes is None:
-        sizes = [8 + n for n in map(len, map(_BODY, records))] if plain else [r.metered_size for r in records]
+        sizes = [8 + n for n in map(len, bodies(records))] if without_headers else [r.metered_size for r in records]
     if sum(sizes) > MAX_BATCH_BYTES:
         if max(sizes) > MAX_BATCH_BYTES:
             raise invalid("record must have metered size less than 1 MiB")
         raise invalid("record batch must not exceed a metered size of 1 MiB")
-    if not plain:
+    if not without_headers:
         for record in records:
             headers = record.headers
             if headers and any(name == b"" for name, _ in headers):
@@ -94,7 +96,7 @@ def check_batch(records: Sequence[Record], sizes: Sequence[int] | None = None) -
     return sizes
 
 
-_BODY, _HEADERS, _TIMESTAMP = itemgetter(0), itemgetter(1), itemgetter(2)  # of a Record
+_TIMESTAMP = itemgetter(2)  # of a Record
 
 
 def _check_command(record: Record) -> None:
@@ -229,11 +231,11 @@ class MemoryStream:
             token = self._fencing_token
             first = self._first_seq
             new, cls = tuple.__new__, SequencedRecord  # the tuple's own constructor: a third of the named one's
-            if not any(map(_HEADERS, records)) and (mode == "arrival" or set(map(_TIMESTAMP, records)) == {None}):
+            if plain(records) and (mode == "arrival" or set(map(_TIMESTAMP, records)) == {None}):
                 # Nearly every batch: plain records, all stamped on arrival; sequenced in C.
                 last = max(arrival, last)
                 sequenced = list(map(new, repeat(cls), zip(range(start_seq, start_seq + len(records)), repeat(last),
-                                                           map(_BODY, records), repeat(()))))
+                                                           bodies(records), repeat(()))))
             else:
                 sequenced = []
                 for offset, record in enumerate(records):
