@@ -94,7 +94,7 @@ class _Counters:
         self._count(urllib3.connection.HTTPConnection, "connect", "connections")
         if _http2.HAVE_H2:
             self._count(_http2.Http2Sessions, "open", "requests")
-            self._count(_http2._Connection, "connect", "connections")
+            self._count(_http2.Http2Connection, "connect", "connections")
 
     def _count(self, owner: Any, method: str, counter: str) -> None:
         """Count the calls of ``owner.method`` in ``self.<counter>``."""

@@ -21,6 +21,8 @@ hands the server's flow-control window back as its reader consumes the data,
 so a reader that stops reading holds back its own stream only (up to 1 MiB),
 never the others. A GOAWAY ends the connection and every session on it (h2
 takes no frame after one); the sessions reopen where they were, on another.
+Here: the pool (:class:`Http2Sessions`) and the connection with its I/O thread
+(:class:`Http2Connection`); a session's side is :mod:`._http2_response`.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from urllib3.exceptions import ProtocolError
+
+from ._http2_response import Http2Response
 
 try:
     import h2.config
@@ -52,7 +55,7 @@ except ImportError:  # without the `http2` extra
 else:
     HAVE_H2 = True
 
-__all__ = ["HAVE_H2", "Http2Sessions", "Http2Unsupported", "keep_headers_out_of_logs"]
+__all__ = ["HAVE_H2", "Http2Response", "Http2Sessions", "Http2Unsupported", "keep_headers_out_of_logs"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ class Http2Sessions:
             ssl_context.set_alpn_protocols(["h2"])
         self._lock = threading.Lock()  # guards _connections and _closed
         self._connecting = threading.Lock()  # one new connection at a time: a burst of sessions fills it first
-        self._connections: list[_Connection] = []
+        self._connections: list[Http2Connection] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -128,7 +131,7 @@ class Http2Sessions:
             with self._connecting:
                 response = self._start(target, headers)  # another thread may have made room meanwhile
                 if response is None:
-                    connection = _Connection.connect((self._host, self._port), self._authority, self._scheme,
+                    connection = Http2Connection.connect((self._host, self._port), self._authority, self._scheme,
                                                      self._connect_timeout, self._silence,
                                                      self._ssl_context if self._tls else None)
                     with self._lock:
@@ -163,7 +166,7 @@ class Http2Sessions:
             connection.close()
 
 
-class _Connection:
+class Http2Connection:
     """One HTTP/2 connection and its I/O thread, which alone touches the socket (a TLS socket must not be
     read and written by two threads at once): other threads queue what the state machine has to send,
     and wake it."""
@@ -189,7 +192,7 @@ class _Connection:
 
     @classmethod
     def connect(cls, address: tuple[str, int], authority: str, scheme: str, timeout: float, silence: float,
-                ssl_context: ssl.SSLContext | None) -> _Connection:
+                ssl_context: ssl.SSLContext | None) -> Http2Connection:
         try:
             sock = socket.create_connection(address, timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -356,7 +359,7 @@ class _Connection:
                 self._outgoing += self._h2.data_to_send()
             dropped = []  # data for sessions closed while it was on its way to them
             for response, delivered in deliveries:
-                if response is not None and (size := response.on_event(delivered)):
+                if response is not None and (size := _deliver(response, delivered)):
                     dropped.append((delivered.stream_id, size))
             with self._lock:  # after the sessions had what came before it (a GOAWAY ends them)
                 for event in events:
@@ -391,121 +394,19 @@ class _Connection:
         self._wake()
 
 
+def _deliver(response: Http2Response, event: Any) -> int:
+    """Hand a stream's event to its session: the flow-controlled size of data the session did not keep."""
+    if isinstance(event, h2.events.ResponseReceived):
+        response.on_headers({name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers})
+    elif isinstance(event, h2.events.DataReceived):
+        return response.on_data(event.data, event.flow_controlled_length)
+    elif isinstance(event, h2.events.StreamEnded):
+        response.on_end()
+    else:
+        response.fail(f"the server reset the stream (error {event.error_code})")
+    return 0
+
+
 if HAVE_H2:
     _STREAM_EVENTS = (h2.events.ResponseReceived, h2.events.DataReceived, h2.events.StreamEnded,
                       h2.events.StreamReset)
-
-
-class Http2Response:
-    """One session's response, as it arrives: what a read session uses of urllib3's response.
-
-    Threading: read by one thread at a time; :meth:`shutdown` and :meth:`close` from any thread.
-    """
-
-    def __init__(self, connection: _Connection, stream_id: int, silence: float) -> None:
-        self._connection = connection
-        self._stream_id = stream_id
-        self._silence = silence
-        self._cond = threading.Condition(threading.Lock())
-        self._chunks: deque[tuple[bytes, int]] = deque()  # data and its flow-controlled size
-        self._ended = False
-        self._cancelled = False
-        self._error: str | None = None
-        self._headed = False
-        self.status = 0
-        self.headers: dict[str, str] = {}
-
-    def __repr__(self) -> str:
-        return f"<Http2Response stream={self._stream_id} status={self.status}>"
-
-    def on_event(self, event: Any) -> int:
-        """An event of this stream, from the connection's I/O thread: the flow-controlled size of data
-        it did not keep (the session was closed meanwhile), which the connection must hand back."""
-        with self._cond:
-            if self._cancelled:
-                return event.flow_controlled_length if isinstance(event, h2.events.DataReceived) else 0
-            if isinstance(event, h2.events.ResponseReceived):
-                self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
-                self.status = int(self.headers.get(":status", "0"))
-                self._headed = True
-            elif isinstance(event, h2.events.DataReceived):
-                self._chunks.append((event.data, event.flow_controlled_length))
-            elif isinstance(event, h2.events.StreamEnded):
-                self._ended = True
-            elif isinstance(event, h2.events.StreamReset):
-                self._error = self._error or f"the server reset the stream (error {event.error_code})"
-            else:
-                return 0
-            self._cond.notify_all()
-        return 0
-
-    def fail(self, reason: str) -> None:
-        with self._cond:
-            self._error = self._error or reason
-            self._cond.notify_all()
-
-    def wait_for_headers(self, timeout: float) -> None:
-        """Wait for the response's headers; :class:`urllib3.exceptions.ProtocolError` if they do not come."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._headed or self._error is not None, timeout):
-                self._error = f"no answer within {timeout:.0f} s"
-            error = None if self._headed else self._error
-        if error is not None:
-            self._cancel()
-            raise ProtocolError(error)
-
-    def read1(self, amount: int) -> bytes:
-        """About ``amount`` bytes of the body, waiting for some; ``b""`` at its end.
-
-        Raises :class:`urllib3.exceptions.ProtocolError` if the stream breaks off, or if nothing arrives
-        for the session's silence bound.
-        """
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._chunks or self._ended or self._error is not None,
-                                       self._silence):
-                self._error = f"nothing arrived for {self._silence:.0f} s"
-            parts: list[bytes] = []
-            size = taken = 0
-            while self._chunks and taken < amount:
-                data, flow = self._chunks.popleft()
-                parts.append(data)
-                taken += len(data)
-                size += flow
-            error = self._error if not parts else None
-        if error is not None:
-            self._cancel()
-            raise ProtocolError(error)
-        if size:
-            self._connection.acknowledge(self._stream_id, size)
-        return b"".join(parts)
-
-    def read(self) -> bytes:
-        """The rest of the body."""
-        parts = []
-        while chunk := self.read1(1 << 20):
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def shutdown(self) -> None:
-        """End the session from any thread: a reader waiting in :meth:`read1` raises."""
-        self.fail("the session was closed")
-        self._cancel()
-
-    def close(self) -> None:
-        with self._cond:
-            done = self._ended and not self._chunks
-        if not done:
-            self.shutdown()
-
-    def _cancel(self) -> None:
-        with self._cond:
-            self._cancelled = True  # from now on, what arrives is handed back at once (see on_event)
-            unread = sum(flow for _, flow in self._chunks)
-            self._chunks.clear()
-        self._connection.cancel(self._stream_id, unread)
-
-    def release_conn(self) -> None:
-        """Nothing to release: the connection is shared (urllib3's response has this)."""
-
-    def drain_conn(self) -> None:
-        """Nothing to drain: the stream has ended (urllib3's response has this)."""

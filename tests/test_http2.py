@@ -184,7 +184,12 @@ def test_a_server_that_does_not_answer_is_retried_not_taken_for_http1(caplog: py
     # retries), and the client does not give HTTP/2 up for good.
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
-    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(10)], daemon=True).start()
+
+    def accept() -> None:
+        for _ in range(10):
+            accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
         with caplog.at_level(logging.WARNING), client_for(url, connect_timeout=0.3) as client:
@@ -285,14 +290,11 @@ def test_a_connection_that_falls_silent_is_given_up_however_busy_its_sessions_ar
 def test_data_that_reaches_a_closed_session_is_handed_back(server: S2Server) -> None:
     # The I/O thread hands a session its data outside the connection's lock: data that reaches a
     # session after its reader closed it is returned to the connection for its window, not kept.
-    import h2.events
-
     sessions = _http2.Http2Sessions(server.url, connect_timeout=2, silence=5, ssl_context=None)
     try:
         response = sessions.open("/v1/streams/handed-back/records?seq_num=0&wait=5", {"s2-basin": BASIN,
                                  "accept": "text/event-stream"}, 5)
         response.close()
-        late = h2.events.DataReceived(stream_id=1, data=b"x" * 10, flow_controlled_length=10)
-        assert response.on_event(late) == 10
+        assert response.on_data(b"x" * 10, 10) == 10
     finally:
         sessions.close()
