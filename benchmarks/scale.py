@@ -4,6 +4,7 @@
     python -m benchmarks.scale --streams 20 --logs memory --no-peer
     python -m benchmarks.scale --gevent             # the same, monkey-patched by gevent
     python -m benchmarks.scale --streams 1000 --logs http --switch-interval 0.05   # threads switch less often
+    python -m benchmarks.scale --streams 300 --waves 4 --logs memory,http --retention 5   # memory across waves
 
 N streams x 200 tokens at 20 tokens/s, starts spread over 1 s. Each stream
 has its live consumer (the creator's iterator, read on the thread that created
@@ -154,11 +155,11 @@ class _Bare:
         pass
 
 
-def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
+def _make_logs(kind: str, url: str | None, retention: float | None = None) -> tuple[Any, Any]:
     from resumable_stream import MemoryLog, S2Client
 
     if kind == "memory":
-        shared = MemoryLog()
+        shared = MemoryLog() if retention is None else MemoryLog(retention=retention)
         return shared, shared
     assert url is not None
     return tuple(  # type: ignore[return-value]
@@ -167,8 +168,12 @@ def _make_logs(kind: str, url: str | None) -> tuple[Any, Any]:
     )
 
 
-def measure(kind: str, n: int, url: str | None, waves: int, tokens: int = TOKENS, rate: float = RATE) -> dict[str, Any]:
-    """Run the workload ``waves`` times in this process; the figures of each wave."""
+def measure(kind: str, n: int, url: str | None, waves: int, tokens: int = TOKENS, rate: float = RATE,
+            retention: float | None = None) -> dict[str, Any]:
+    """Run the workload ``waves`` times in this process; the figures of each wave.
+
+    ``retention`` is MemoryLog's (its default when ``None``).
+    """
     from resumable_stream import ResumableStreamContext, context
 
     if os.environ.get("BENCH_WRITERS"):  # for experiments with the writer's concurrency
@@ -179,7 +184,7 @@ def measure(kind: str, n: int, url: str | None, waves: int, tokens: int = TOKENS
     if kind == "bare":
         bare = _Bare()
         return {"waves": [_wave(bare, bare, n, counters, tokens, rate) for _ in range(waves)]}
-    producer_log, resumer_log = _make_logs(kind, url)
+    producer_log, resumer_log = _make_logs(kind, url, retention)
     producer = ResumableStreamContext(producer_log)
     resumer = ResumableStreamContext(resumer_log)
     results = []
@@ -357,7 +362,7 @@ def s2_server() -> Iterator[tuple[str, int]]:
 
 
 def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int = TOKENS,
-         rate: float = RATE, switch_interval: float | None = None) -> dict[str, Any]:
+         rate: float = RATE, switch_interval: float | None = None, retention: float | None = None) -> dict[str, Any]:
     """One measurement of ours in a fresh process (with a fresh local server for ``http``)."""
     command = [sys.executable, "-m", "benchmarks.scale", "--worker", kind, "--streams", str(n), "--waves", str(waves),
                "--tokens", str(tokens), "--rate", str(rate)]
@@ -365,6 +370,8 @@ def ours(kind: str, n: int, *, waves: int = 1, gevent: bool = False, tokens: int
         command.append("--gevent")
     if switch_interval is not None:
         command += ["--switch-interval", str(switch_interval)]
+    if retention is not None:
+        command += ["--retention", str(retention)]
 
     def run(url: str | None) -> dict[str, Any]:
         done = subprocess.run(command + ([url] if url else []), capture_output=True, text=True, timeout=1200)
@@ -436,6 +443,9 @@ def table(n: int, peer_result: dict[str, Any] | None, results: dict[str, dict[st
     servers = [results[k].get("server_cpu_s") for k in columns]
     row("log server CPU s", p.get("redis", {}).get("redis_cpu_s"), servers, 2)
     row("peak RSS MB", p.get("peak_rss_mb"), ours_values("peak_rss_mb"), 0)
+    if len(results[columns[0]]["waves"]) > 1:  # is memory flat across the waves?
+        rows.append(["  after each wave", "-", *[" / ".join(f"{w['peak_rss_mb']:.0f}" for w in results[k]["waves"])
+                                                 for k in columns]])
     last = [results[k]["waves"][-1] for k in columns]
     rows.append(["complete live / resumers", f"{p.get('live_complete', '-')} / {p.get('resumers_complete', '-')}",
                  *[f"{w['live_complete']} / {w['resumers_complete']}" for w in last]])
@@ -497,6 +507,8 @@ def main() -> None:
     parser.add_argument("--gevent", action="store_true", help="monkey-patch with gevent first (needs gevent)")
     parser.add_argument("--switch-interval", type=float,
                         help="sys.setswitchinterval() in the measuring process (CPython's default: 0.005 s)")
+    parser.add_argument("--retention", type=float,
+                        help="MemoryLog's retention in seconds (default: the library's, a day)")
     parser.add_argument("--json-out", help="also write every result to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("url", nargs="?", help=argparse.SUPPRESS)
@@ -514,7 +526,7 @@ def main() -> None:
         watchdog = threading.Timer(4 * args.waves * (1 + args.tokens / args.rate), _dump_stacks, (stall_dump,))
         watchdog.name, watchdog.daemon = "scale watchdog", True
         watchdog.start()
-        result = measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate)
+        result = measure(args.worker, int(args.streams), args.url, args.waves, args.tokens, args.rate, args.retention)
         watchdog.cancel()
         watchdog.join()
         if stall_dump.exists():
@@ -532,7 +544,7 @@ def main() -> None:
             else:
                 print(f"(peer skipped: {reason})")
         results = {kind: ours(kind, n, waves=args.waves, gevent=args.gevent, tokens=args.tokens, rate=args.rate,
-                              switch_interval=args.switch_interval)
+                              switch_interval=args.switch_interval, retention=args.retention)
                    for kind in kinds}
         table(n, peer_result, results)
         everything[str(n)] = {"peer": peer_result, **results}

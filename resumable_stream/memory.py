@@ -2,13 +2,16 @@
 
 Each stream is a :class:`~resumable_stream.memory_stream.MemoryStream` with a
 lock of its own; this module adds what spans streams: creating them on first
-use, closing them all, and splitting large appends into S2-sized batches.
+use, forgetting them once retention has emptied them, closing them all, and
+splitting large appends into S2-sized batches.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ._fork import reset_after_fork
 from .exceptions import BadRequest, NotFound
@@ -26,7 +29,14 @@ from .log import (
 )
 from .memory_stream import MemoryStream, closed_error, invalid
 
-__all__ = ["MemoryLog"]
+__all__ = ["DEFAULT_RETENTION", "MemoryLog"]
+
+T = TypeVar("T")
+
+#: Seconds a record is kept by default: a day, as Vercel's resumable-stream keeps a finished stream.
+DEFAULT_RETENTION = 24 * 60 * 60.0
+#: Most seconds between two sweeps for expired records (shorter retentions sweep ten times per retention).
+_SWEEP_INTERVAL = 60.0
 
 
 class MemoryLog:
@@ -36,9 +46,19 @@ class MemoryLog:
     may be called from any thread; each stream has its own lock, so appends,
     reads and long-polls of different streams never wait for each other.
 
+    Records are kept for ``retention`` seconds, as S2 keeps them for its
+    ``retention_policy.age``: older ones are trimmed, and a stream that is
+    left empty, and idle as long, is deleted (as with S2's ``delete_on_empty``):
+    a finished stream, its id included, is forgotten a day after its last
+    record by default, so the memory a process holds is bounded by what it
+    streams in that time. The sweep runs at most every minute (ten times per
+    ``retention`` when that is shorter), on the thread of whichever call finds
+    it due; it takes each stream's lock in turn, never all at once.
+
     :param create_stream_on_append: an append to a missing stream creates it.
     :param create_stream_on_read: a read or tail check of a missing stream creates it.
     :param heartbeat_interval: seconds between heartbeats of an idle read session.
+    :param retention: seconds a record is kept; ``None`` keeps every record for as long as the log lives.
     """
 
     def __init__(
@@ -47,13 +67,20 @@ class MemoryLog:
         create_stream_on_append: bool = True,
         create_stream_on_read: bool = True,
         heartbeat_interval: float = 10.0,
+        retention: float | None = DEFAULT_RETENTION,
     ) -> None:
+        if retention is not None and not retention > 0:
+            raise ValueError(f"retention must be a positive number of seconds or None, not {retention!r}")
         self.create_stream_on_append = create_stream_on_append
         self.create_stream_on_read = create_stream_on_read
         self.heartbeat_interval = heartbeat_interval
-        self._lock = threading.Lock()  # guards creating streams and closing, never a stream's records
+        self.retention = retention
+        self._lock = threading.Lock()  # guards creating, forgetting and closing streams, never a stream's records
         self._streams: dict[str, MemoryStream] = {}
         self._closed = False
+        self._sweeping = threading.Lock()  # one sweep at a time
+        self._sweep_interval = _SWEEP_INTERVAL if retention is None else min(_SWEEP_INTERVAL, retention / 10)
+        self._next_sweep = time.monotonic() + self._sweep_interval
         reset_after_fork(self._after_fork)
 
     def __repr__(self) -> str:
@@ -65,8 +92,36 @@ class MemoryLog:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._sweeping = threading.Lock()
         for stream in list(self._streams.values()):
             stream.after_fork()
+
+    def _on(self, name: str, create: bool, operation: Callable[[MemoryStream], T]) -> T:
+        """Run ``operation`` on stream ``name``; on the stream that replaces it if retention deleted it meanwhile."""
+        if self.retention is not None and time.monotonic() >= self._next_sweep:
+            self._sweep()
+        while True:
+            stream = self._stream(name, create=create)  # NotFound for a missing stream the call may not create
+            try:
+                return operation(stream)
+            except NotFound:  # forgotten between the lookup and the call (see _sweep), idle that long: look again
+                continue
+
+    def _sweep(self) -> None:
+        """Trim expired records and forget the streams that leaves empty (see the class docstring)."""
+        if self.retention is None or not self._sweeping.acquire(blocking=False):
+            return
+        try:
+            self._next_sweep = time.monotonic() + self._sweep_interval
+            cutoff = time.time_ns() // 1_000_000 - int(self.retention * 1000)
+            with self._lock:
+                streams = list(self._streams.items())
+            for name, stream in streams:
+                with self._lock:  # a stream deleted is forgotten at once: a lookup never finds it deleted
+                    if stream.expire(cutoff) and self._streams.get(name) is stream:
+                        del self._streams[name]
+        finally:
+            self._sweeping.release()
 
     def _stream(self, name: str, *, create: bool) -> MemoryStream:
         stream = self._streams.get(name)
@@ -118,20 +173,21 @@ class MemoryLog:
             raise BadRequest(
                 f"fencing token must not exceed {MAX_FENCING_TOKEN_BYTES} bytes", status=400, code="bad_json"
             )
-        target = self._stream(stream, create=self.create_stream_on_append)
         if len(records) <= MAX_BATCH_RECORDS:
             sizes = [record.metered_size for record in records]
             if sum(sizes) <= MAX_BATCH_BYTES:  # one batch, the common case
-                return target.append(records, match_seq_num=match_seq_num, fencing_token=fencing_token, sizes=sizes)
+                return self._on(stream, self.create_stream_on_append, lambda target: target.append(
+                    records, match_seq_num=match_seq_num, fencing_token=fencing_token, sizes=sizes))
         return append_in_batches(
             records,
             match_seq_num,
-            lambda batch, match: target.append(batch, match_seq_num=match, fencing_token=fencing_token),
+            lambda batch, match: self._on(stream, self.create_stream_on_append, lambda target: target.append(
+                batch, match_seq_num=match, fencing_token=fencing_token)),
         )
 
     def check_tail(self, stream: str) -> StreamPosition:
         """The next sequence number and the last record's timestamp (``0, 0`` for an empty stream)."""
-        return self._stream(stream, create=self.create_stream_on_read).check_tail()
+        return self._on(stream, self.create_stream_on_read, MemoryStream.check_tail)
 
     def read(
         self,
@@ -153,8 +209,7 @@ class MemoryLog:
         what is there; one that starts at the tail waits up to ``wait`` seconds
         for the first records, and returns an empty batch if none arrive.
         """
-        target = self._stream(stream, create=self.create_stream_on_read)
-        return target.read(
+        return self._on(stream, self.create_stream_on_read, lambda target: target.read(
             seq_num=seq_num,
             timestamp=timestamp,
             tail_offset=tail_offset,
@@ -163,7 +218,7 @@ class MemoryLog:
             until=until,
             wait=wait,
             clamp=clamp,
-        )
+        ))
 
     def read_session(
         self,
@@ -195,7 +250,7 @@ class MemoryLog:
         the first ``next()``. Any thread may close the session (:class:`~resumable_stream.log.ReadSession`).
         Records are bytes in memory, so ``text`` changes nothing.
         """
-        return self._stream(stream, create=self.create_stream_on_read).read_session(
+        return self._on(stream, self.create_stream_on_read, lambda target: target.read_session(
             seq_num=seq_num,
             timestamp=timestamp,
             tail_offset=tail_offset,
@@ -204,4 +259,4 @@ class MemoryLog:
             until=until,
             wait=wait,
             clamp=clamp,
-        )
+        ))

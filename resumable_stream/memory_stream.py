@@ -11,7 +11,8 @@ runs before ``match_seq_num``); fence and trim command records; timestamps
 (arrival time in ms, client timestamps capped and made monotonic per the
 stream's ``timestamping`` mode); the 416 rules of reads; long-polls that wake
 as soon as records land; read sessions with heartbeats and S2's ``wait``
-rules. Not reproduced: retention and encryption.
+rules; retention by age (:meth:`MemoryStream.expire`, which its owner calls).
+Not reproduced: encryption.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from operator import itemgetter
 from .exceptions import (
     BadRequest,
     FencingTokenMismatch,
+    NotFound,
     RangeNotSatisfiable,
     S2Error,
     SeqNumMismatch,
@@ -97,6 +99,7 @@ def check_batch(records: Sequence[Record], sizes: Sequence[int] | None = None) -
 
 
 _TIMESTAMP = itemgetter(2)  # of a Record
+_RECORD_TIMESTAMP = itemgetter(1)  # of a SequencedRecord
 
 
 def _check_command(record: Record) -> None:
@@ -153,6 +156,7 @@ class MemoryStream:
         self._last_timestamp = 0
         self._fencing_token = ""
         self._ended: S2Error | None = None  # raised to every caller once set (closed or deleted)
+        self._active_ms = _now_ms()  # when it was created or last appended to
         self._waiting = 0  # long-polls and sessions waiting on the condition
 
     def __repr__(self) -> str:
@@ -182,6 +186,26 @@ class MemoryStream:
             if self._ended is None:
                 self._ended = error
             self._cond.notify_all()
+
+    def expire(self, cutoff: int) -> bool:
+        """Trim the records stamped before ``cutoff`` (ms since the epoch), as S2's retention by age does.
+
+        A stream that is then empty, has not been appended to since ``cutoff`` and has no reader waiting
+        on it is deleted: every later call (and a session that comes back to it) raises
+        :class:`NotFound`, and the caller forgets it. Returns whether it was.
+        """
+        with self._cond:
+            if self._ended is not None:
+                return False
+            records = self._records
+            if records and records[0].timestamp < cutoff:
+                cut = bisect.bisect_left(records, cutoff, key=_RECORD_TIMESTAMP)
+                del records[:cut], self._sizes[:cut], self._encoded[:cut]
+                self._first_seq += cut
+            if records or self._active_ms >= cutoff or self._waiting:
+                return False
+            self._ended = NotFound(f"stream `{self.name}` not found", status=404, code="stream_not_found")
+            return True
 
     def _wait(self, timeout: float) -> None:
         """Wait for an append or :meth:`end`, at most ``timeout`` seconds. Call with the lock held."""
@@ -262,6 +286,7 @@ class MemoryStream:
                 self._encoded.extend(self._encode(sequenced))
             self._next_seq = end
             self._last_timestamp = last
+            self._active_ms = arrival
             self._fencing_token = token
             if first > self._first_seq:
                 cut = first - self._first_seq

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from resumable_stream import BadRequest, MemoryLog, NotFound, RangeNotSatisfiable, Record, Unavailable
+from resumable_stream import (
+    BadRequest,
+    MemoryLog,
+    NotFound,
+    RangeNotSatisfiable,
+    Record,
+    ResumableStreamContext,
+    Unavailable,
+)
 from resumable_stream.log import ReadBatch, StreamPosition
 from resumable_stream.memory_stream import MemoryStream
 
@@ -164,3 +173,103 @@ def test_a_long_fencing_token_is_a_bad_request() -> None:
     with pytest.raises(BadRequest) as info:
         MemoryLog().append("s", [Record(b"x")], fencing_token="t" * 37)
     assert info.value.status == 400
+
+
+# Retention: records are kept `retention` seconds, and a stream left empty and idle as long is forgotten.
+
+
+def test_records_older_than_the_retention_are_trimmed_and_an_emptied_idle_stream_is_forgotten() -> None:
+    log = MemoryLog(retention=0.3)
+    log.append("old", [Record(b"a"), Record(b"b")])
+    log.append("kept", [Record(b"1")])
+    time.sleep(0.2)
+    log.append("kept", [Record(b"2")])
+    time.sleep(0.15)  # "old" and the first of "kept" are past the retention, the second is not
+    log.check_tail("kept")  # a call finds the sweep due: it runs on this thread
+    assert len(log) == 1
+    batch = log.read("kept", seq_num=0, clamp=True)
+    assert [(r.seq_num, r.body) for r in batch.records] == [(1, b"2")]  # trimmed, the tail unchanged
+    assert log.check_tail("kept").seq_num == 2
+    assert log.check_tail("old").seq_num == 0  # forgotten: the id names a new, empty stream
+    strict = MemoryLog(retention=0.05, create_stream_on_read=False)
+    strict.append("gone", [Record(b"x")])
+    time.sleep(0.1)
+    with pytest.raises(NotFound):
+        strict.read("gone", seq_num=0)
+    log.close()
+    strict.close()
+
+
+def test_a_stream_someone_waits_on_is_not_forgotten() -> None:
+    log = MemoryLog(retention=0.1)
+    log.append("watched", [Record(b"a")])
+    session = log.read_session("watched", seq_num=1)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(r.body for b in session if isinstance(b, ReadBatch)
+                                                        for r in b.records), daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    log.check_tail("other")  # sweeps: "watched" is empty and idle, but its reader waits on it
+    assert len(log) == 2
+    log.append("watched", [Record(b"b")])
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    session.close()
+    reader.join(5)
+    assert got == [b"b"]
+    log.close()
+
+
+def test_calls_racing_the_sweep_never_see_a_forgotten_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calls on a few ids while the sweep forgets them over and over (threads switched as often as
+    # CPython allows): a call that looked a stream up just before the sweep forgot it is served by the
+    # stream that replaces it, never refused, and never lands in the forgotten one.
+    monkeypatch.setattr(sys, "getswitchinterval", sys.getswitchinterval)  # restored below, whatever happens
+    log = MemoryLog(retention=0.0005)  # each id goes idle that long between two workers' calls on it
+    errors: list[BaseException] = []
+
+    def call(worker: int) -> None:
+        try:
+            for i in range(2000):
+                name = f"s{i % 20}"
+                log.append(name, [Record(b"%d-%d" % (worker, i))])
+                log.check_tail(name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=call, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    log.close()
+
+
+def test_retention_must_be_positive_or_none() -> None:
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="retention"):
+            MemoryLog(retention=bad)
+    MemoryLog(retention=None).close()
+    assert MemoryLog().retention == 24 * 3600
+
+
+def test_a_finished_stream_is_forgotten_after_the_retention_and_its_id_can_be_used_again() -> None:
+    log = MemoryLog(retention=0.3)
+    ctx = ResumableStreamContext(log)
+    try:
+        assert "".join(ctx.create_new_resumable_stream("chat", lambda: iter(["a", "b"]))) == "ab"
+        assert "".join(ctx.resume_existing_stream("chat", after=0) or ()) == "ab"
+        time.sleep(0.4)
+        assert ctx.resume_existing_stream("chat") is None  # this call's sweep forgot it
+        assert log.check_tail("chat").seq_num == 0  # its records and their tail are gone with it
+        assert "".join(ctx.create_new_resumable_stream("chat", lambda: iter(["c"]))) == "c"
+    finally:
+        ctx.close()
+        log.close()
