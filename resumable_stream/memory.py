@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ._fork import reset_after_fork
+from .batch_rules import invalid
 from .exceptions import BadRequest, NotFound
 from .log import (
     MAX_BATCH_BYTES,
@@ -27,7 +28,7 @@ from .log import (
     append_in_batches,
     validate_stream_name,
 )
-from .memory_stream import MemoryStream, closed_error, invalid
+from .memory_stream import MemoryStream, closed_error
 
 __all__ = ["DEFAULT_RETENTION", "MemoryLog"]
 

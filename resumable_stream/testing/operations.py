@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..batch_rules import check_batch
 from ..exceptions import S2Error
-from ..memory_stream import check_batch
 from . import sessions
 from .api import ApiRequest, ApiResponse, json_response, require_json
 from .config import (
