@@ -402,7 +402,7 @@ def _deliver(response: Http2Response, event: Any) -> int:
         return response.on_data(event.data, event.flow_controlled_length)
     elif isinstance(event, h2.events.StreamEnded):
         response.on_end()
-    else:
+    elif isinstance(event, h2.events.StreamReset):
         response.fail(f"the server reset the stream (error {event.error_code})")
     return 0
 

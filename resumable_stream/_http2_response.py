@@ -49,6 +49,8 @@ class Http2Response:
     def on_headers(self, headers: dict[str, str]) -> None:
         """The response's headers arrived."""
         with self._cond:
+            if self._cancelled:
+                return
             self.headers = headers
             self.status = int(headers.get(":status", "0"))
             self._headed = True
@@ -67,13 +69,16 @@ class Http2Response:
     def on_end(self) -> None:
         """The server ended the stream: the body is complete."""
         with self._cond:
+            if self._cancelled:
+                return
             self._ended = True
             self._cond.notify_all()
 
     def fail(self, reason: str) -> None:
         """The stream broke off (reset, or its connection lost): the reader raises once it has the rest."""
         with self._cond:
-            self._error = self._error or reason
+            if self._error is None:
+                self._error = reason
             self._cond.notify_all()
 
     def wait_for_headers(self, timeout: float) -> None:

@@ -2,12 +2,13 @@
 
 Each stream is a :class:`~resumable_stream.memory_stream.MemoryStream` with a
 lock of its own; this module adds what spans streams: creating them on first
-use, forgetting them once retention has emptied them, closing them all, and
+use, forgetting them once idle for a retention, closing them all, and
 splitting large appends into S2-sized batches.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,9 +35,9 @@ __all__ = ["DEFAULT_RETENTION", "MemoryLog"]
 
 T = TypeVar("T")
 
-#: Seconds a record is kept by default: a day, as Vercel's resumable-stream keeps a finished stream.
+#: Seconds an idle stream is kept by default: a day, as Vercel's resumable-stream keeps a finished stream.
 DEFAULT_RETENTION = 24 * 60 * 60.0
-#: Most seconds between two sweeps for expired records (shorter retentions sweep ten times per retention).
+#: Seconds between two sweeps for idle streams, at least (shorter retentions sweep ten times per retention).
 _SWEEP_INTERVAL = 60.0
 
 
@@ -47,19 +48,22 @@ class MemoryLog:
     may be called from any thread; each stream has its own lock, so appends,
     reads and long-polls of different streams never wait for each other.
 
-    Records are kept for ``retention`` seconds, as S2 keeps them for its
-    ``retention_policy.age``: older ones are trimmed, and a stream that is
-    left empty, and idle as long, is deleted (as with S2's ``delete_on_empty``):
-    a finished stream, its id included, is forgotten a day after its last
-    record by default, so the memory a process holds is bounded by what it
-    streams in that time. The sweep runs at most every minute (ten times per
-    ``retention`` when that is shorter), on the thread of whichever call finds
-    it due; it takes each stream's lock in turn, never all at once.
+    A stream nothing has been appended to for ``retention`` seconds, and that
+    no read session or long-poll is open on, is deleted, records and all, and
+    its id is free again: a finished stream is forgotten a day after its last
+    record by default (as Vercel's resumable-stream lets its keys expire), so
+    the memory a process holds is bounded by what it streams in a retention.
+    A stream is forgotten whole, never in part, so a reader never finds one
+    with its beginning gone. (S2 trims record by record, after its basin's
+    ``retention_policy.age``, seven days by default.) Idle streams are looked
+    for at most once a minute (ten times per ``retention`` when that is
+    shorter), by whichever call finds it due, on its thread: a log no one calls
+    keeps its streams until it is called again.
 
     :param create_stream_on_append: an append to a missing stream creates it.
     :param create_stream_on_read: a read or tail check of a missing stream creates it.
     :param heartbeat_interval: seconds between heartbeats of an idle read session.
-    :param retention: seconds a record is kept; ``None`` keeps every record for as long as the log lives.
+    :param retention: seconds an idle stream is kept; ``None`` keeps every stream for as long as the log lives.
     """
 
     def __init__(
@@ -70,12 +74,13 @@ class MemoryLog:
         heartbeat_interval: float = 10.0,
         retention: float | None = DEFAULT_RETENTION,
     ) -> None:
-        if retention is not None and not retention > 0:
-            raise ValueError(f"retention must be a positive number of seconds or None, not {retention!r}")
+        if retention is not None and not 0 < retention < math.inf:
+            raise ValueError(f"retention must be a positive, finite number of seconds or None, not {retention!r}")
         self.create_stream_on_append = create_stream_on_append
         self.create_stream_on_read = create_stream_on_read
         self.heartbeat_interval = heartbeat_interval
-        self.retention = retention
+        self._retention_ms = None if retention is None else math.ceil(retention * 1000)
+        self._retention = retention
         self._lock = threading.Lock()  # guards creating, forgetting and closing streams, never a stream's records
         self._streams: dict[str, MemoryStream] = {}
         self._closed = False
@@ -86,6 +91,11 @@ class MemoryLog:
 
     def __repr__(self) -> str:
         return f"<MemoryLog streams={len(self._streams)}>"
+
+    @property
+    def retention(self) -> float | None:
+        """Seconds an idle stream is kept (``None``: for good)."""
+        return self._retention
 
     def __len__(self) -> int:
         """How many streams exist."""
@@ -98,31 +108,33 @@ class MemoryLog:
             stream.after_fork()
 
     def _on(self, name: str, create: bool, operation: Callable[[MemoryStream], T]) -> T:
-        """Run ``operation`` on stream ``name``; on the stream that replaces it if retention deleted it meanwhile."""
-        if self.retention is not None and time.monotonic() >= self._next_sweep:
-            self._sweep()
+        """Run ``operation`` on stream ``name``, or on the one that replaces it if it was deleted meanwhile."""
+        if self._retention_ms is not None and time.monotonic() >= self._next_sweep:
+            self._sweep(self._retention_ms)
         while True:
             stream = self._stream(name, create=create)  # NotFound for a missing stream the call may not create
             try:
                 return operation(stream)
-            except NotFound:  # forgotten between the lookup and the call (see _sweep), idle that long: look again
-                continue
+            except NotFound:  # deleted after the lookup: idle for a retention, so the next lookup finds another
+                self._forget(name, stream)
 
-    def _sweep(self) -> None:
-        """Trim expired records and forget the streams that leaves empty (see the class docstring)."""
-        if self.retention is None or not self._sweeping.acquire(blocking=False):
-            return
+    def _sweep(self, retention_ms: int) -> None:
+        """Delete and forget the streams idle for a retention (see the class docstring)."""
+        if not self._sweeping.acquire(blocking=False):
+            return  # another thread is at it
         try:
             self._next_sweep = time.monotonic() + self._sweep_interval
-            cutoff = time.time_ns() // 1_000_000 - int(self.retention * 1000)
-            with self._lock:
-                streams = list(self._streams.items())
-            for name, stream in streams:
-                with self._lock:  # a stream deleted is forgotten at once: a lookup never finds it deleted
-                    if stream.expire(cutoff) and self._streams.get(name) is stream:
-                        del self._streams[name]
+            cutoff = time.time_ns() // 1_000_000 - retention_ms
+            for name, stream in list(self._streams.items()):
+                if stream.active_ms < cutoff and stream.expire(cutoff):  # a look without a lock first
+                    self._forget(name, stream)
         finally:
             self._sweeping.release()
+
+    def _forget(self, name: str, stream: MemoryStream) -> None:
+        with self._lock:
+            if self._streams.get(name) is stream:
+                del self._streams[name]
 
     def _stream(self, name: str, *, create: bool) -> MemoryStream:
         stream = self._streams.get(name)

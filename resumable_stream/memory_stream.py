@@ -11,8 +11,8 @@ runs before ``match_seq_num``); fence and trim command records; timestamps
 (arrival time in ms, client timestamps capped and made monotonic per the
 stream's ``timestamping`` mode); the 416 rules of reads; long-polls that wake
 as soon as records land; read sessions with heartbeats and S2's ``wait``
-rules; retention by age (:meth:`MemoryStream.expire`, which its owner calls).
-Not reproduced: encryption.
+rules. Not reproduced: retention (:class:`~resumable_stream.MemoryLog` forgets
+whole streams instead: :meth:`MemoryStream.expire`) and encryption.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+import weakref
+from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import repeat
 from operator import itemgetter
 
@@ -70,7 +71,6 @@ def closed_error() -> Unavailable:
 
 
 _TIMESTAMP = itemgetter(2)  # of a Record
-_RECORD_TIMESTAMP = itemgetter(1)  # of a SequencedRecord
 
 
 class MemoryStream:
@@ -110,6 +110,7 @@ class MemoryStream:
         self._ended: S2Error | None = None  # raised to every caller once set (closed or deleted)
         self._active_ms = _now_ms()  # when it was created or last appended to
         self._waiting = 0  # long-polls and sessions waiting on the condition
+        self._sessions = 0  # read sessions open on it, waiting or not
 
     def __repr__(self) -> str:
         return f"<MemoryStream {self.name!r} tail={self._next_seq}>"
@@ -139,22 +140,19 @@ class MemoryStream:
                 self._ended = error
             self._cond.notify_all()
 
-    def expire(self, cutoff: int) -> bool:
-        """Trim the records stamped before ``cutoff`` (ms since the epoch), as S2's retention by age does.
+    @property
+    def active_ms(self) -> int:
+        """When the stream was created or last appended to (ms since the epoch)."""
+        return self._active_ms
 
-        A stream that is then empty, has not been appended to since ``cutoff`` and has no reader waiting
-        on it is deleted: every later call (and a session that comes back to it) raises
-        :class:`NotFound`, and the caller forgets it. Returns whether it was.
+    def expire(self, cutoff: int) -> bool:
+        """Delete the stream, records and all, if nothing was appended to it since ``cutoff`` (ms since the
+        epoch) and no read session or long-poll is open on it; returns whether it did.
+
+        Every later call on a deleted stream raises :class:`NotFound`: its owner forgets it.
         """
         with self._cond:
-            if self._ended is not None:
-                return False
-            records = self._records
-            if records and records[0].timestamp < cutoff:
-                cut = bisect.bisect_left(records, cutoff, key=_RECORD_TIMESTAMP)
-                del records[:cut], self._sizes[:cut], self._encoded[:cut]
-                self._first_seq += cut
-            if records or self._active_ms >= cutoff or self._waiting:
+            if self._ended is not None or self._active_ms >= cutoff or self._waiting or self._sessions:
                 return False
             self._ended = NotFound(f"stream `{self.name}` not found", status=404, code="stream_not_found")
             return True
@@ -293,12 +291,42 @@ class MemoryStream:
         wait: float | None = None,
         clamp: bool = False,
     ) -> ReadSession:
-        """A streaming read: see :meth:`MemoryLog.read_session`. Any thread may close it."""
-        return ReadSession(
-            lambda cancelled: self._session(seq_num, timestamp, tail_offset, count, bytes, until, wait, clamp,
-                                            cancelled),
-            self._wake,
-        )
+        """A streaming read: see :meth:`MemoryLog.read_session`. Any thread may close it.
+
+        The session counts as open (see :meth:`expire`) from this call until it ends, is closed, or is
+        dropped unread. On a deleted stream this raises :class:`NotFound` at once.
+        """
+        with self._cond:
+            self._check_alive()
+            self._sessions += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._cond:
+                if not released:
+                    released = True
+                    self._sessions -= 1
+
+        def produce(cancelled: threading.Event) -> Iterator[ReadBatch | StreamPosition]:
+            items = self._held(self._session(seq_num, timestamp, tail_offset, count, bytes, until, wait, clamp,
+                                             cancelled), release)
+            weakref.finalize(items, release)  # a session dropped before its first item
+            return items
+
+        def interrupt() -> None:
+            release()
+            self._wake()
+
+        return ReadSession(produce, interrupt)
+
+    @staticmethod
+    def _held(items: Iterator[ReadBatch | StreamPosition],
+              release: Callable[[], None]) -> Generator[ReadBatch | StreamPosition, None, None]:
+        try:
+            yield from items
+        finally:
+            release()
 
     def _wake(self) -> None:
         with self._cond:

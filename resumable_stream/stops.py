@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from . import _wire, protocol
 from .exceptions import S2Error
-from .log import Log, ReadBatch, ReadSession
+from .log import Log, ReadBatch, ReadSession, StreamPosition
 
 __all__ = ["StopWatcher"]
 
@@ -98,6 +98,11 @@ class StopWatcher:
                             request = _wire.parse_stop_request(record)
                             if request is not None:
                                 self._on_request(*request)
+                    elif isinstance(item, StreamPosition) and item.seq_num < position:
+                        # The tail went back: the stream was deleted and made anew (a MemoryLog forgets an
+                        # idle one; S2's delete_on_empty does the same), so its records start again at 0.
+                        position = 0
+                        break
             except Exception as exc:  # keep watching whatever happens: a dead watcher would make every stop slow
                 if self._stopped.is_set():
                     return

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from resumable_stream import (
     MemoryLog,
@@ -27,8 +28,9 @@ from resumable_stream import (
 )
 from resumable_stream.chunks import MAX_CHUNK_BYTES as _MAX_CHUNK_BYTES
 from resumable_stream.log import MAX_BATCH_BYTES, Log
+from resumable_stream.testing import S2Server
 
-from .support import Gate, run_to_end
+from .support import BASIN, FAST_RETRY, Gate, run_to_end
 
 
 @pytest.fixture
@@ -736,6 +738,26 @@ def test_the_stop_watcher_survives_unexpected_errors(stream_name: str) -> None:
         started = time.monotonic()
         assert ctx.stop_stream(stream_name).state is StreamState.STOPPED
         assert time.monotonic() - started < 15, "the producer did not answer: the watcher died"
+        list(live)
+
+
+def test_the_stop_watcher_reads_a_control_stream_made_anew_from_its_start(stream_name: str) -> None:
+    # A control stream deleted and made anew (S2's delete_on_empty does that; a MemoryLog forgets an idle
+    # stream) starts again at 0: a watcher that had read two records must not wait at 2 while the new
+    # stream's first record, a stop request, sits at 0.
+    with S2Server(basins=(BASIN,), heartbeat_interval=0.2) as server, \
+            ResumableStreamContext(server.client(BASIN, retry=FAST_RETRY), stop_timeout=8) as ctx, \
+            ResumableStreamContext(server.client(BASIN, retry=FAST_RETRY), stop_timeout=8) as other:
+        live = ctx.create_new_resumable_stream(stream_name, tokens(100_000, 0.01))
+        assert live is not None
+        other.log.append("resumable-stream.control", [Record(b"not a stop request"), Record(b"nor this")])
+        time.sleep(0.5)  # the watcher has read them
+        deleted = requests.delete(f"{server.url}/v1/streams/resumable-stream.control", headers={"s2-basin": BASIN},
+                                  timeout=5)
+        assert deleted.status_code in (200, 202, 204)
+        started = time.monotonic()
+        assert other.stop_stream(stream_name).state is StreamState.STOPPED
+        assert time.monotonic() - started < 6, "the producer missed the stop request and was fenced after the timeout"
         list(live)
 
 

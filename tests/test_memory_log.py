@@ -175,21 +175,20 @@ def test_a_long_fencing_token_is_a_bad_request() -> None:
     assert info.value.status == 400
 
 
-# Retention: records are kept `retention` seconds, and a stream left empty and idle as long is forgotten.
+# Retention: a stream idle for `retention` seconds, with no read open on it, is forgotten whole.
 
 
-def test_records_older_than_the_retention_are_trimmed_and_an_emptied_idle_stream_is_forgotten() -> None:
+def test_a_stream_idle_for_the_retention_is_forgotten_whole_and_a_busy_one_is_kept_whole() -> None:
     log = MemoryLog(retention=0.3)
     log.append("old", [Record(b"a"), Record(b"b")])
     log.append("kept", [Record(b"1")])
     time.sleep(0.2)
     log.append("kept", [Record(b"2")])
-    time.sleep(0.15)  # "old" and the first of "kept" are past the retention, the second is not
+    time.sleep(0.15)  # "old" has been idle past the retention; "kept" was appended to within it
     log.check_tail("kept")  # a call finds the sweep due: it runs on this thread
     assert len(log) == 1
-    batch = log.read("kept", seq_num=0, clamp=True)
-    assert [(r.seq_num, r.body) for r in batch.records] == [(1, b"2")]  # trimmed, the tail unchanged
-    assert log.check_tail("kept").seq_num == 2
+    batch = log.read("kept", seq_num=0)
+    assert [r.body for r in batch.records] == [b"1", b"2"]  # all of it, its older record too
     assert log.check_tail("old").seq_num == 0  # forgotten: the id names a new, empty stream
     strict = MemoryLog(retention=0.05, create_stream_on_read=False)
     strict.append("gone", [Record(b"x")])
@@ -200,33 +199,58 @@ def test_records_older_than_the_retention_are_trimmed_and_an_emptied_idle_stream
     strict.close()
 
 
-def test_a_stream_someone_waits_on_is_not_forgotten() -> None:
-    log = MemoryLog(retention=0.1)
-    log.append("watched", [Record(b"a")])
-    session = log.read_session("watched", seq_num=1)
+def test_a_stream_with_a_read_session_open_is_not_forgotten_waiting_or_not() -> None:
+    # Open before its first item, parked between two items, or waiting at the tail: each keeps its
+    # stream, and sees what is appended to it after the retention (nothing raises NotFound).
+    log = MemoryLog(retention=0.1, heartbeat_interval=0.05)
+    for name in ("unstarted", "parked", "waiting"):
+        log.append(name, [Record(b"a")])
+    unstarted = log.read_session("unstarted", seq_num=1)
+    parked = log.read_session("parked", seq_num=1)
+    assert isinstance(next(parked), StreamPosition)  # caught up; not in next() while the sweep runs
+    waiting = log.read_session("waiting", seq_num=1)
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.extend(r.body for b in session if isinstance(b, ReadBatch)
+    reader = threading.Thread(target=lambda: got.extend(r.body for b in waiting if isinstance(b, ReadBatch)
                                                         for r in b.records), daemon=True)
     reader.start()
     time.sleep(0.3)
-    log.check_tail("other")  # sweeps: "watched" is empty and idle, but its reader waits on it
-    assert len(log) == 2
-    log.append("watched", [Record(b"b")])
+    log.check_tail("other")  # sweeps: all three are idle, but a session is open on each
+    assert len(log) == 4
+    for name in ("unstarted", "parked", "waiting"):
+        log.append(name, [Record(b"b")])
+    for session in (unstarted, parked):
+        item = next(session)
+        while not isinstance(item, ReadBatch):  # heartbeats first, while it was idle
+            item = next(session)
+        assert [r.body for r in item.records] == [b"b"]
     deadline = time.monotonic() + 5
     while not got and time.monotonic() < deadline:
         time.sleep(0.01)
-    session.close()
-    reader.join(5)
     assert got == [b"b"]
+    for session in (unstarted, parked, waiting):
+        session.close()
+    reader.join(5)
+    time.sleep(0.3)
+    log.check_tail("other")  # closed: nothing holds them now
+    assert len(log) == 1
     log.close()
 
 
-def test_calls_racing_the_sweep_never_see_a_forgotten_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_session_dropped_unread_holds_its_stream_no_longer() -> None:
+    log = MemoryLog(retention=0.05)
+    log.append("s", [Record(b"a")])
+    log.read_session("s", seq_num=0)  # never read, never closed: dropped
+    time.sleep(0.15)
+    log.check_tail("other")
+    assert len(log) == 1
+    log.close()
+
+
+def test_calls_racing_the_sweep_never_see_a_forgotten_stream() -> None:
     # Calls on a few ids while the sweep forgets them over and over (threads switched as often as
-    # CPython allows): a call that looked a stream up just before the sweep forgot it is served by the
-    # stream that replaces it, never refused, and never lands in the forgotten one.
-    monkeypatch.setattr(sys, "getswitchinterval", sys.getswitchinterval)  # restored below, whatever happens
-    log = MemoryLog(retention=0.0005)  # each id goes idle that long between two workers' calls on it
+    # CPython allows): a call that looked a stream up just before the sweep deleted it is served by
+    # the stream that replaces it, never refused with NotFound.
+    log = MemoryLog(retention=0.001)  # each id goes idle that long between two workers' calls on it
     errors: list[BaseException] = []
 
     def call(worker: int) -> None:
@@ -252,8 +276,8 @@ def test_calls_racing_the_sweep_never_see_a_forgotten_stream(monkeypatch: pytest
     log.close()
 
 
-def test_retention_must_be_positive_or_none() -> None:
-    for bad in (0, -1.0):
+def test_retention_must_be_positive_and_finite_or_none() -> None:
+    for bad in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="retention"):
             MemoryLog(retention=bad)
     MemoryLog(retention=None).close()
