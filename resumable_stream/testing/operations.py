@@ -242,7 +242,8 @@ def read(store: Store, request: ApiRequest) -> ApiResponse:
     basin = store.basin(request.basin)
     stream = store.stream(basin, name, create=basin.config.create_stream_on_read)
     if mode != "unary":
-        return sessions.read_session(basin, stream, mode, stream.read_session(wait=wait, **options), fmt)
+        session = _run(basin, name, lambda: stream.read_session(wait=wait, **options))  # deleted meanwhile: 404
+        return sessions.read_session(basin, stream, mode, session, fmt)
     batch = _run(basin, name, lambda: stream.read(wait=wait, **options))
     if request.media_type("accept") in _PROTOBUF:
         return ApiResponse(200, {"content-type": "application/protobuf"}, sessions.proto().read_batch(batch))
