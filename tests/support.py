@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import re
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -128,3 +129,17 @@ class Answering(http.server.BaseHTTPRequestHandler):
 def answering(body: bytes, content_type: str = "text/event-stream") -> type[Answering]:
     """A handler class of its own that answers every GET with ``body``."""
     return type("Answer", (Answering,), {"body": body, "content_type": content_type})
+
+
+def run_racing(threads: Sequence[threading.Thread], timeout: float = 60) -> None:
+    """Start ``threads`` and wait for each (up to ``timeout`` seconds) while CPython switches threads as
+    often as it can, so that races between any two steps come up."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout)
+    finally:
+        sys.setswitchinterval(interval)

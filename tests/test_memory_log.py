@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from resumable_stream import (
 )
 from resumable_stream.log import ReadBatch, StreamPosition
 from resumable_stream.memory_stream import MemoryStream
+
+from .support import run_racing
 
 
 def kinds(items: Iterator[ReadBatch | StreamPosition]) -> list[str]:
@@ -262,16 +263,7 @@ def test_calls_racing_the_sweep_never_see_a_forgotten_stream() -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=call, args=(w,)) for w in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        sys.setswitchinterval(interval)
+    run_racing([threading.Thread(target=call, args=(w,)) for w in range(4)])
     assert errors == []
     log.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -13,6 +12,8 @@ import pytest
 
 from resumable_stream import _slots
 from resumable_stream._slots import Slots
+
+from .support import run_racing
 
 
 def test_a_wait_without_a_free_slot_times_out_and_takes_nothing() -> None:
@@ -277,15 +278,7 @@ def test_many_threads_never_hold_more_than_the_slots_and_none_is_lost() -> None:
             slots.release()
 
     threads = [threading.Thread(target=work) for _ in range(32)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads switch between any two steps: the races come up
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        sys.setswitchinterval(interval)
+    run_racing(threads)
     assert not any(thread.is_alive() for thread in threads)
     assert stuck == 0, "a thread waited 30 s for one of four slots that are each held for an instant"
     assert most == 4
