@@ -73,6 +73,12 @@ def closed_error() -> Unavailable:
 _TIMESTAMP = itemgetter(2)  # of a Record
 
 
+class _Open:
+    """What marks a read session open on a stream (see :meth:`MemoryStream.read_session`)."""
+
+    __slots__ = ("__weakref__",)
+
+
 class MemoryStream:
     """One stream: its records, tail and fencing token, behind a lock of its own.
 
@@ -110,7 +116,7 @@ class MemoryStream:
         self._ended: S2Error | None = None  # raised to every caller once set (closed or deleted)
         self._active_ms = _now_ms()  # when it was created or last appended to
         self._waiting = 0  # long-polls and sessions waiting on the condition
-        self._sessions = 0  # read sessions open on it, waiting or not
+        self._open: weakref.WeakSet[_Open] = weakref.WeakSet()  # a token per read session open on it
 
     def __repr__(self) -> str:
         return f"<MemoryStream {self.name!r} tail={self._next_seq}>"
@@ -152,7 +158,7 @@ class MemoryStream:
         Every later call on a deleted stream raises :class:`NotFound`: its owner forgets it.
         """
         with self._cond:
-            if self._ended is not None or self._active_ms >= cutoff or self._waiting or self._sessions:
+            if self._ended is not None or self._active_ms >= cutoff or self._waiting or self._open:
                 return False
             self._ended = NotFound(f"stream `{self.name}` not found", status=404, code="stream_not_found")
             return True
@@ -294,39 +300,31 @@ class MemoryStream:
         """A streaming read: see :meth:`MemoryLog.read_session`. Any thread may close it.
 
         The session counts as open (see :meth:`expire`) from this call until it ends, is closed, or is
-        dropped unread. On a deleted stream this raises :class:`NotFound` at once.
+        dropped: its token is held by the session alone, and leaves the stream's weak set when the
+        session does, with no callback that takes a lock (a garbage collection may run anywhere, this
+        stream's lock held or not). On a deleted stream this raises :class:`NotFound` at once.
         """
+        token = _Open()
         with self._cond:
             self._check_alive()
-            self._sessions += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            with self._cond:
-                if not released:
-                    released = True
-                    self._sessions -= 1
-
-        def produce(cancelled: threading.Event) -> Iterator[ReadBatch | StreamPosition]:
-            items = self._held(self._session(seq_num, timestamp, tail_offset, count, bytes, until, wait, clamp,
-                                             cancelled), release)
-            weakref.finalize(items, release)  # a session dropped before its first item
-            return items
+            self._open.add(token)
 
         def interrupt() -> None:
-            release()
+            self._open.discard(token)
             self._wake()
 
-        return ReadSession(produce, interrupt)
+        return ReadSession(
+            lambda cancelled: self._held(self._session(seq_num, timestamp, tail_offset, count, bytes, until, wait,
+                                                       clamp, cancelled), token),
+            interrupt,
+        )
 
-    @staticmethod
-    def _held(items: Iterator[ReadBatch | StreamPosition],
-              release: Callable[[], None]) -> Generator[ReadBatch | StreamPosition, None, None]:
+    def _held(self, items: Iterator[ReadBatch | StreamPosition],
+              token: _Open) -> Generator[ReadBatch | StreamPosition, None, None]:
         try:
             yield from items
         finally:
-            release()
+            self._open.discard(token)
 
     def _wake(self) -> None:
         with self._cond:
