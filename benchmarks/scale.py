@@ -4,7 +4,7 @@
     python -m benchmarks.scale --streams 20 --logs memory --no-peer
     python -m benchmarks.scale --gevent             # the same, monkey-patched by gevent
     python -m benchmarks.scale --streams 1000 --logs http --switch-interval 0.05   # threads switch less often
-    python -m benchmarks.scale --streams 300 --waves 4 --logs memory,http --retention 5   # memory across waves
+    python -m benchmarks.scale --streams 300 --waves 6 --logs memory --retention 30   # memory across waves
 
 N streams x 200 tokens at 20 tokens/s, starts spread over 1 s. Each stream
 has its live consumer (the creator's iterator, read on the thread that created
@@ -508,7 +508,8 @@ def main() -> None:
     parser.add_argument("--switch-interval", type=float,
                         help="sys.setswitchinterval() in the measuring process (CPython's default: 0.005 s)")
     parser.add_argument("--retention", type=float,
-                        help="MemoryLog's retention in seconds (default: the library's, a day)")
+                        help="MemoryLog's retention in seconds, at least abandon_after's 30 (default: the "
+                             "library's, a day)")
     parser.add_argument("--json-out", help="also write every result to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("url", nargs="?", help=argparse.SUPPRESS)

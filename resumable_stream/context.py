@@ -124,6 +124,13 @@ class ResumableStreamContext:
         self.live_buffer_bytes = int(_setting("live_buffer_bytes", live_buffer_bytes, "", 0, 1, 2**40))
         self._owns_log = log is None
         self.log: Log = log if log is not None else self._default_log()
+        if isinstance(self.log, MemoryLog) and self.log.retention is not None \
+                and self.log.retention < self.abandon_after:
+            # A producer appends at least every heartbeat interval (a third of abandon_after): with a
+            # retention no shorter than abandon_after, a live producer's stream is never forgotten, and a
+            # dead one's lasts long enough for readers to find it abandoned.
+            raise ConfigurationError("retention", f"MemoryLog(retention={self.log.retention:g}) is shorter than "
+                                     f"abandon_after ({self.abandon_after:g} s): a live stream could be forgotten")
         self._lock = threading.Lock()
         self._producers: dict[tuple[str, str], Producer] = {}  # by (stream id, session token)
         self._closed = threading.Event()

@@ -79,7 +79,6 @@ class MemoryLog:
         self.create_stream_on_append = create_stream_on_append
         self.create_stream_on_read = create_stream_on_read
         self.heartbeat_interval = heartbeat_interval
-        self._retention_ms = None if retention is None else math.ceil(retention * 1000)
         self._retention = retention
         self._lock = threading.Lock()  # guards creating, forgetting and closing streams, never a stream's records
         self._streams: dict[str, MemoryStream] = {}
@@ -109,8 +108,8 @@ class MemoryLog:
 
     def _on(self, name: str, create: bool, operation: Callable[[MemoryStream], T]) -> T:
         """Run ``operation`` on stream ``name``, or on the one that replaces it if it was deleted meanwhile."""
-        if self._retention_ms is not None and time.monotonic() >= self._next_sweep:
-            self._sweep(self._retention_ms)
+        if self._retention is not None and time.monotonic() >= self._next_sweep:
+            self._sweep(self._retention)
         while True:
             stream = self._stream(name, create=create)  # NotFound for a missing stream the call may not create
             try:
@@ -118,15 +117,16 @@ class MemoryLog:
             except NotFound:  # deleted after the lookup: idle for a retention, so the next lookup finds another
                 self._forget(name, stream)
 
-    def _sweep(self, retention_ms: int) -> None:
+    def _sweep(self, retention: float) -> None:
         """Delete and forget the streams idle for a retention (see the class docstring)."""
         if not self._sweeping.acquire(blocking=False):
             return  # another thread is at it
         try:
-            self._next_sweep = time.monotonic() + self._sweep_interval
-            cutoff = time.time_ns() // 1_000_000 - retention_ms
+            now = time.monotonic()
+            self._next_sweep = now + self._sweep_interval
+            cutoff = now - retention
             for name, stream in list(self._streams.items()):
-                if stream.active_ms < cutoff and stream.expire(cutoff):  # a look without a lock first
+                if stream.active < cutoff and stream.expire(cutoff):  # a look without a lock first
                     self._forget(name, stream)
         finally:
             self._sweeping.release()

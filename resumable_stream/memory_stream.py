@@ -105,7 +105,9 @@ class MemoryStream:
         self.timestamping: tuple[str, bool] = ("client-prefer", False)
         self._persist = persist
         self._encode = encode
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a read session dropped unclosed is closed by a garbage collection, which may run inside
+        # this lock on the thread that holds it (at any allocation); closing it wakes this condition.
+        self._cond = threading.Condition(threading.RLock())
         self._records: list[SequencedRecord] = []
         self._sizes: list[int] = []
         self._encoded: list[bytes] = []
@@ -114,7 +116,7 @@ class MemoryStream:
         self._last_timestamp = 0
         self._fencing_token = ""
         self._ended: S2Error | None = None  # raised to every caller once set (closed or deleted)
-        self._active_ms = _now_ms()  # when it was created or last appended to
+        self._active = time.monotonic()  # when it was created or last appended to
         self._waiting = 0  # long-polls and sessions waiting on the condition
         self._open: weakref.WeakSet[_Open] = weakref.WeakSet()  # a token per read session open on it
 
@@ -123,7 +125,7 @@ class MemoryStream:
 
     def after_fork(self) -> None:
         """Give the stream a fresh lock (in a child process, a lock held at fork time stays held)."""
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(threading.RLock())
 
     def restore(
         self, records: Sequence[SequencedRecord], *, next_seq: int, last_timestamp: int, fencing_token: str
@@ -147,18 +149,18 @@ class MemoryStream:
             self._cond.notify_all()
 
     @property
-    def active_ms(self) -> int:
-        """When the stream was created or last appended to (ms since the epoch)."""
-        return self._active_ms
+    def active(self) -> float:
+        """When the stream was created or last appended to (``time.monotonic()``)."""
+        return self._active
 
-    def expire(self, cutoff: int) -> bool:
-        """Delete the stream, records and all, if nothing was appended to it since ``cutoff`` (ms since the
-        epoch) and no read session or long-poll is open on it; returns whether it did.
+    def expire(self, cutoff: float) -> bool:
+        """Delete the stream, records and all, if nothing was appended to it since ``cutoff`` (a
+        ``time.monotonic()``) and no read session or long-poll is open on it; returns whether it did.
 
         Every later call on a deleted stream raises :class:`NotFound`: its owner forgets it.
         """
         with self._cond:
-            if self._ended is not None or self._active_ms >= cutoff or self._waiting or self._open:
+            if self._ended is not None or self._active >= cutoff or self._waiting or self._open:
                 return False
             self._ended = NotFound(f"stream `{self.name}` not found", status=404, code="stream_not_found")
             return True
@@ -242,7 +244,7 @@ class MemoryStream:
                 self._encoded.extend(self._encode(sequenced))
             self._next_seq = end
             self._last_timestamp = last
-            self._active_ms = arrival
+            self._active = time.monotonic()
             self._fencing_token = token
             if first > self._first_seq:
                 cut = first - self._first_seq
@@ -358,6 +360,8 @@ class MemoryStream:
             limit_bytes = MAX_BATCH_BYTES if left_bytes is None else min(left_bytes, MAX_BATCH_BYTES)
             heartbeat: StreamPosition | None = None
             with self._cond:
+                if cancelled.is_set():  # under the lock: a close is either seen here or wakes the wait below
+                    return
                 self._check_alive()
                 if start >= self._next_seq:
                     if not follow:

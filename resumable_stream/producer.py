@@ -96,7 +96,9 @@ class Producer:
         self._schedule_at_writer = schedule
         self._on_done = on_done
         self._default_bound = default_bound
-        self._lock = threading.Lock()
+        # Reentrant: a reader dropped unclosed is closed by a garbage collection, which may run inside this
+        # lock on the thread that holds it (at any allocation); its detach() then takes the lock again.
+        self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._is_bytes: bool | None = None  # set by the first chunk, with the headers of every data record
         self._headers: tuple[tuple[bytes, bytes], ...] = ()

@@ -10,6 +10,7 @@ import pytest
 
 from resumable_stream import (
     BadRequest,
+    ConfigurationError,
     MemoryLog,
     NotFound,
     RangeNotSatisfiable,
@@ -277,15 +278,41 @@ def test_retention_must_be_positive_and_finite_or_none() -> None:
 
 
 def test_a_finished_stream_is_forgotten_after_the_retention_and_its_id_can_be_used_again() -> None:
-    log = MemoryLog(retention=0.3)
-    ctx = ResumableStreamContext(log)
+    log = MemoryLog(retention=1.0)
+    ctx = ResumableStreamContext(log, abandon_after=1.0)
     try:
         assert "".join(ctx.create_new_resumable_stream("chat", lambda: iter(["a", "b"]))) == "ab"
         assert "".join(ctx.resume_existing_stream("chat", after=0) or ()) == "ab"
-        time.sleep(0.4)
+        time.sleep(1.1)
         assert ctx.resume_existing_stream("chat") is None  # this call's sweep forgot it
         assert log.check_tail("chat").seq_num == 0  # its records and their tail are gone with it
         assert "".join(ctx.create_new_resumable_stream("chat", lambda: iter(["c"]))) == "c"
     finally:
         ctx.close()
         log.close()
+
+
+def test_a_live_producer_whose_source_is_quiet_keeps_its_stream() -> None:
+    # Its heartbeats (a third of abandon_after apart) are appends: with a retention no shorter than
+    # abandon_after, a source silent for twice the retention loses nothing.
+    def quiet() -> Iterator[str]:
+        yield "a"
+        time.sleep(2.2)
+        yield "b"
+
+    log = MemoryLog(retention=1.0)
+    ctx = ResumableStreamContext(log, abandon_after=1.0)
+    try:
+        assert "".join(ctx.create_new_resumable_stream("quiet", quiet) or ()) == "ab"
+        assert "".join(ctx.resume_existing_stream("quiet", after=0) or ()) == "ab"
+    finally:
+        ctx.close()
+        log.close()
+
+
+def test_a_context_refuses_a_memory_log_that_forgets_sooner_than_it_judges_silence() -> None:
+    log = MemoryLog(retention=5)
+    with pytest.raises(ConfigurationError, match="retention"):
+        ResumableStreamContext(log, abandon_after=30)
+    ResumableStreamContext(log, abandon_after=5).close()
+    log.close()
