@@ -18,7 +18,7 @@ from resumable_stream import (
     ResumableStreamContext,
     Unavailable,
 )
-from resumable_stream.log import ReadBatch, StreamPosition
+from resumable_stream.log import ReadBatch, ReadSession, StreamPosition
 from resumable_stream.memory_stream import MemoryStream
 
 from .support import run_racing
@@ -315,4 +315,46 @@ def test_a_context_refuses_a_memory_log_that_forgets_sooner_than_it_judges_silen
     with pytest.raises(ConfigurationError, match="retention"):
         ResumableStreamContext(log, abandon_after=30)
     ResumableStreamContext(log, abandon_after=5).close()
+    log.close()
+
+
+def test_a_session_dropped_in_a_reference_cycle_never_hangs_the_thread_whose_collection_closes_it() -> None:
+    # The cyclic collector runs such a session's `finally: session.close()` on whichever thread allocates,
+    # the appender's included, inside the stream's lock: the close must not wait for that lock forever.
+    log = MemoryLog()
+    log.append("s", [Record(b"a")])
+    stop = threading.Event()
+    appends = [0]
+
+    def consumer(session: ReadSession, box: list[object]) -> Iterator[object]:
+        try:
+            yield from session
+        finally:
+            session.close()
+
+    def garbage() -> None:
+        while not stop.is_set():
+            box: list[object] = []
+            items = consumer(log.read_session("s", tail_offset=1), box)
+            box.append(items)
+            next(items)
+            del items, box
+
+    def appender() -> None:
+        while not stop.is_set():
+            log.append("s", [Record(b"x")] * 20)
+            appends[0] += 1
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (garbage, appender)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(8):
+            before = appends[0]
+            time.sleep(0.25)
+            assert appends[0] > before, "the appender hung: a collection inside its lock closed a session"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
     log.close()
