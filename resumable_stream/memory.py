@@ -58,7 +58,9 @@ class MemoryLog:
     ``retention_policy.age``, seven days by default.) Idle streams are looked
     for at most once a minute (ten times per ``retention`` when that is
     shorter), by whichever call finds it due, on its thread: a log no one calls
-    keeps its streams until it is called again.
+    keeps its streams until it is called again. A session counts as open until
+    it ends or is closed or collected (one dropped inside a reference cycle:
+    until the garbage collector frees it).
 
     :param create_stream_on_append: an append to a missing stream creates it.
     :param create_stream_on_read: a read or tail check of a missing stream creates it.
@@ -259,8 +261,9 @@ class MemoryLog:
         it at the tail). It defaults to 0 when ``count``, ``bytes`` or
         ``until`` is given, and to "follow forever" otherwise. The session
         also ends when ``count``/``bytes``/``until`` is reached. A missing
-        stream raises :class:`NotFound` at once, other errors found before the first record (416, 422)
-        the first ``next()``. Any thread may close the session (:class:`~resumable_stream.log.ReadSession`).
+        stream raises :class:`NotFound` at once (a closed log :class:`Unavailable`), other errors
+        found before the first record (416, 422) the first ``next()``. Any thread may close the
+        session (:class:`~resumable_stream.log.ReadSession`).
         Records are bytes in memory, so ``text`` changes nothing.
         """
         return self._on(stream, self.create_stream_on_read, lambda target: target.read_session(
