@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from ._http import position
-from .log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition, TextBatch, bodies, plain
+from .log import AppendAck, ReadBatch, Record, SequencedRecord, StreamPosition, TextBatch, bodies, plain, unstamped
 
 __all__ = ["BASE64", "RAW", "ack", "append_payload", "read_batch", "read_params", "read_text_batch", "tail_of"]
 
@@ -61,7 +61,7 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
     text full of them goes as ``base64`` (a third larger than its bytes, whatever they are); bytes that
     are not UTF-8 always do. The bytes are those of ``json.dumps`` (compact, non-ASCII kept).
     """
-    simple = plain(batch) and set(map(_TIMESTAMP_OF, batch)) == {None}
+    simple = plain(batch) and unstamped(batch)
     end = ""
     if match_seq_num is not None:
         end += f',"match_seq_num":{json.dumps(match_seq_num)}'
@@ -104,7 +104,6 @@ def append_payload(batch: Sequence[Record], match_seq_num: int | None, fencing_t
 
 
 _string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept: as dumps(ensure_ascii=False)
-_TIMESTAMP_OF = itemgetter(2)  # of a Record
 
 
 def tail_of(data: Mapping[str, Any]) -> StreamPosition:

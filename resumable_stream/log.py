@@ -41,6 +41,7 @@ __all__ = [
     "metered_size",
     "plain",
     "split_batches",
+    "unstamped",
     "validate_stream_name",
 ]
 
@@ -342,7 +343,7 @@ def split_batches(records: Sequence[Record]) -> list[list[Record]]:
     return batches
 
 
-_BODY, _HEADERS = itemgetter(0), itemgetter(1)  # of a Record
+_BODY, _HEADERS, _TIMESTAMP = itemgetter(0), itemgetter(1), itemgetter(2)  # of a Record
 
 
 def plain(records: Sequence[Record]) -> bool:
@@ -353,6 +354,11 @@ def plain(records: Sequence[Record]) -> bool:
 def bodies(records: Sequence[Record]) -> Iterator[bytes]:
     """The records' bodies, taken in C."""
     return map(_BODY, records)
+
+
+def unstamped(records: Sequence[Record]) -> bool:
+    """True when no record carries a timestamp of its own (the log stamps them all), checked in C."""
+    return set(map(_TIMESTAMP, records)) <= {None}
 
 
 def append_in_batches(

@@ -23,7 +23,6 @@ import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import repeat
-from operator import itemgetter
 
 from .batch_rules import check_batch, invalid
 from .exceptions import (
@@ -47,6 +46,7 @@ from .log import (
     StreamPosition,
     bodies,
     plain,
+    unstamped,
 )
 
 __all__ = ["TIMESTAMPING_MODES", "MemoryStream", "closed_error"]
@@ -68,9 +68,6 @@ def _now_ms() -> int:
 def closed_error() -> Unavailable:
     """What an operation on a closed log raises."""
     return Unavailable("the log is closed", code="unavailable")
-
-
-_TIMESTAMP = itemgetter(2)  # of a Record
 
 
 class _Open:
@@ -213,7 +210,7 @@ class MemoryStream:
             token = self._fencing_token
             first = self._first_seq
             new, cls = tuple.__new__, SequencedRecord  # the tuple's own constructor: a third of the named one's
-            if plain(records) and (mode == "arrival" or set(map(_TIMESTAMP, records)) == {None}):
+            if plain(records) and (mode == "arrival" or unstamped(records)):
                 # Nearly every batch: plain records, all stamped on arrival; sequenced in C.
                 last = max(arrival, last)
                 sequenced = list(map(new, repeat(cls), zip(range(start_seq, start_seq + len(records)), repeat(last),
