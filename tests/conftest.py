@@ -8,6 +8,7 @@ rather than fresh servers.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -43,13 +44,22 @@ def _client(server: S2Server, *, http2: bool = False) -> S2Client:
     )
 
 
+@contextlib.contextmanager
+def _fresh_client(server: S2Server, *, http2: bool = False) -> Iterator[S2Client]:
+    """A client of the shared server, with no fault left over from another test, before or after."""
+    server.faults.clear()
+    client = _client(server, http2=http2)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.faults.clear()
+
+
 @pytest.fixture
 def s2_client(s2_server: S2Server) -> Iterator[S2Client]:
-    s2_server.faults.clear()
-    client = _client(s2_server)
-    yield client
-    client.close()
-    s2_server.faults.clear()
+    with _fresh_client(s2_server) as client:
+        yield client
 
 
 @pytest.fixture(params=["memory", "s2", "s2-http2"])
@@ -63,12 +73,8 @@ def log(request: pytest.FixtureRequest) -> Iterator[Log]:
     elif request.param == "s2":
         yield request.getfixturevalue("s2_client")
     else:
-        server = request.getfixturevalue("s2_server")
-        server.faults.clear()
-        client = _client(server, http2=True)
-        yield client
-        client.close()
-        server.faults.clear()
+        with _fresh_client(request.getfixturevalue("s2_server"), http2=True) as client:
+            yield client
 
 
 @pytest.fixture(params=["memory", "s2"])
