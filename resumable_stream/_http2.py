@@ -14,9 +14,11 @@ socket (a TLS socket must not be read and written by two threads at once): it
 feeds what arrives to the h2 state machine, hands each stream's events to its
 session, and sends what the machine has queued. The machine is guarded by the
 connection's lock, held only to feed it or to take what it has to send; a
-session's thread that makes it send something (a request, a window update, a
-reset) queues the bytes and wakes the I/O thread. Each session waits on a
-condition of its own, so a thousand waiting readers share no lock. A session
+session's thread that makes it send something (a request, a window update)
+queues the bytes and wakes the I/O thread; a session closed early asks the I/O
+thread for its reset, taking no lock (a garbage collection may close it
+anywhere). Each session waits on a condition of its own, so a thousand waiting
+readers share no lock. A session
 hands the server's flow-control window back as its reader consumes the data,
 so a reader that stops reading holds back its own stream only (up to 1 MiB),
 never the others. A GOAWAY ends the connection and every session on it (h2
@@ -34,6 +36,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -184,6 +187,7 @@ class Http2Connection:
         self._lock = threading.Lock()  # guards _h2, _streams, _outgoing, _last_received, failed
         self._streams: dict[int, Http2Response] = {}
         self._outgoing = bytearray()
+        self._cancels: deque[tuple[int, int]] = deque()  # (stream id, unread bytes) of sessions closed early
         self._last_received = time.monotonic()
         self._settled = threading.Event()  # the server's first SETTINGS came, or the connection failed
         self._not_http2 = False  # what came instead of the server's SETTINGS was not HTTP/2
@@ -258,20 +262,13 @@ class Http2Connection:
 
         What it received and no one read is handed back to the connection's window, as is what still
         arrives for it: else every closed session would shrink the window of all the others for good.
+        The I/O thread does it (:meth:`_apply_cancels`): a session dropped unclosed is closed by a garbage
+        collection, which may run on a thread holding this connection's lock (the I/O thread itself, in
+        the middle of feeding h2), so this takes no lock and touches no state machine.
         """
-        with self._lock:
-            if self.failed:
-                return
-            try:
-                if unread:
-                    self._h2.acknowledge_received_data(unread, stream_id)
-                if self._streams.pop(stream_id, None) is not None:
-                    with contextlib.suppress(h2.exceptions.StreamClosedError):  # it may have ended meanwhile
-                        self._h2.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
-            except h2.exceptions.H2Error as exc:
-                self._fail_locked(f"it took no reset: {exc}")
-                return
-            self._queue()
+        if not self.failed:
+            self._cancels.append((stream_id, unread))
+            self._wake()
 
     def close(self) -> None:
         with self._lock:
@@ -298,6 +295,7 @@ class Http2Connection:
                 with self._lock:
                     if self.failed:
                         return
+                    self._apply_cancels()
                     wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outgoing else 0)
                 if wanted != watching:
                     selector.modify(self._sock, wanted)
@@ -326,6 +324,17 @@ class Http2Connection:
             selector.close()
             for end in (self._sock, self._wake_r, self._wake_w):
                 end.close()
+
+    def _apply_cancels(self) -> None:
+        """Reset the streams of sessions closed early (see :meth:`cancel`). The I/O thread, lock held."""
+        while self._cancels:
+            stream_id, unread = self._cancels.popleft()
+            if unread:
+                self._h2.acknowledge_received_data(unread, stream_id)
+            if self._streams.pop(stream_id, None) is not None:
+                with contextlib.suppress(h2.exceptions.StreamClosedError):  # it may have ended meanwhile
+                    self._h2.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+        self._outgoing += self._h2.data_to_send()
 
     def _flush(self) -> None:
         with self._lock:
